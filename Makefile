@@ -1,0 +1,51 @@
+# Everything a fresh machine needs goes through these targets; `make demo` and `make test` are the two entry points.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test unit integration up down status proto lint typecheck clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(BIN)/pip install --quiet uv==0.9.30
+	$(UV) pip install --python $(BIN)/python -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/llmrec demo
+
+test: install
+	$(BIN)/pytest tests
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+integration: install
+	$(BIN)/pytest tests/integration
+
+up: install
+	$(BIN)/llmrec up
+
+down:
+	@if [ -x $(BIN)/llmrec ]; then $(BIN)/llmrec down; fi
+
+status: install
+	$(BIN)/llmrec status
+
+proto: install
+	$(BIN)/python -m grpc_api.codegen
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy .
+
+clean: down
+	rm -rf .llmrec artifacts

@@ -1,0 +1,58 @@
+"""The answers of the recommendation API as plain frozen dataclasses.
+
+``RecommendationService`` returns them and ``RecommenderClient`` decodes responses into them, so the
+demo, the CLI and tests handle the same types whether they call the service in-process or over gRPC.
+This module imports nothing heavy (no FAISS, no gRPC) so the client stays light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+Strategy = Literal["personalized", "cold_start"]
+PERSONALIZED: Strategy = "personalized"
+COLD_START: Strategy = "cold_start"
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    item_id: int
+    title: str
+    genres: tuple[str, ...]
+    # Higher is better; comparable within one answer only.
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    user_id: str
+    items: tuple[ScoredItem, ...]
+    strategy: Strategy
+    model_version: str
+
+
+@dataclass(frozen=True)
+class SimilarItems:
+    item_id: int
+    items: tuple[ScoredItem, ...]
+    model_version: str
+
+
+@dataclass(frozen=True)
+class GenreWeight:
+    genre: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class UserProfile:
+    user_id: str
+    ratings: int
+    reviews: int
+    watch_events: int
+    top_genres: tuple[GenreWeight, ...]
+    last_event_time: datetime | None
+    updated_at: datetime | None

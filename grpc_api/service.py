@@ -1,0 +1,406 @@
+"""Recommendation logic behind the gRPC API, free of gRPC types so it is tested with a fake store.
+
+A request reads one immutable ``Snapshot`` (item index + catalogue metadata + ranker) at its start, so a
+concurrent ``swap`` (a rebuilt index) never mixes two versions within one answer.
+
+Recommend:
+1. profile and seen items from the store, concurrently;
+2. with a non-empty preference vector: FAISS top ``candidate_pool (+ seen)`` candidates, filtered by
+   seen items and genres; if the filters leave fewer than ``k``, exact scoring over every allowed item
+   (a matrix-vector product: cheap, and it cannot miss a rare genre the pool happened not to reach);
+3. the ranker re-scores the candidates, the best ``k`` are explained from the seen items;
+4. without a usable vector (unknown user, empty or cancelled-out profile): the most popular allowed
+   items ("cold start"), never an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import TypeAdapter, ValidationError
+
+from grpc_api.errors import InvalidRequest, NotFound, Unavailable
+from grpc_api.models import (
+    COLD_START,
+    PERSONALIZED,
+    GenreWeight,
+    Recommendations,
+    ScoredItem,
+    SimilarItems,
+    UserProfile,
+)
+from llmrec.events.schema import EventType, Identifier, WatchStatus
+from llmrec.logs import get_logger
+from llmrec.settings import Settings
+from llmrec.store.interface import ProfileReader, SeenItem, StoredProfile, StoreUnavailable
+from ranker.fusion import (
+    Candidates,
+    Evidence,
+    Interaction,
+    PlainFusionRanker,
+    Ranker,
+    cold_start_reason,
+    explain,
+    popularity_prior,
+    top_k,
+)
+from ranker.preferences import DecayPolicy, user_vector
+from ranker.retrieval import ItemIndex
+
+log = get_logger(__name__)
+
+BoolArray = npt.NDArray[np.bool_]
+IdArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
+
+_USER_ID = TypeAdapter(Identifier)
+
+
+class CatalogueItem(Protocol):
+    """What the API needs of an item; ``llmrec.catalogue.Item`` satisfies it."""
+
+    @property
+    def item_id(self) -> int: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def genres(self) -> Sequence[str]: ...
+
+    @property
+    def members(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    max_k: int = 100
+    default_k: int = 10
+    candidate_pool: int = 300
+    # Seen items read per request, for exclusion and explanations. Real MAL lists reach a few thousand
+    # titles; beyond this limit the weakest signals could reappear as recommendations.
+    seen_limit: int = 5000
+    top_genres: int = 5
+    decay: DecayPolicy = field(default_factory=DecayPolicy)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServiceConfig:
+        return cls(
+            max_k=settings.api.max_k,
+            candidate_pool=settings.api.candidate_pool,
+            decay=DecayPolicy(
+                alpha=settings.preferences.decay_alpha, unit_s=settings.preferences.decay_unit_s
+            ),
+        )
+
+
+class Snapshot:
+    """Index, per-row item metadata and ranker that answer requests together. Immutable."""
+
+    def __init__(
+        self, index: ItemIndex, items: Iterable[CatalogueItem], ranker: Ranker | None = None
+    ) -> None:
+        self.index = index
+        self.ranker: Ranker = ranker or PlainFusionRanker()
+        by_id = {int(item.item_id): item for item in items}
+        rows = len(index)
+        titles: list[str] = []
+        genres: list[tuple[str, ...]] = []
+        members = np.zeros(rows, dtype=np.float64)
+        self.missing_metadata = 0
+        for row, item_id in enumerate(index.item_ids.tolist()):
+            item = by_id.get(item_id)
+            if item is None:
+                # An index built from another catalogue version: serve the item, without a title.
+                self.missing_metadata += 1
+                titles.append(f"item {item_id}")
+                genres.append(())
+                continue
+            titles.append(item.title)
+            genres.append(tuple(item.genres))
+            members[row] = item.members
+        self.titles: tuple[str, ...] = tuple(titles)
+        self.genres: tuple[tuple[str, ...], ...] = tuple(genres)
+        self.popularity: FloatArray = popularity_prior(members)
+        # Most members first; ties by item id so the cold-start answer is deterministic.
+        self.by_popularity: IdArray = np.lexsort((index.item_ids, -members)).astype(np.int64)
+        self.genre_rows: dict[str, BoolArray] = {}
+        for row, names in enumerate(self.genres):
+            for name in names:
+                self.genre_rows.setdefault(name, np.zeros(rows, dtype=np.bool_))[row] = True
+        self.genre_names: dict[str, str] = {name.casefold(): name for name in sorted(self.genre_rows)}
+
+    @property
+    def version(self) -> str:
+        return f"{self.index.version}/{self.ranker.version}"
+
+    def canonical_genres(self, names: Iterable[str]) -> tuple[str, ...]:
+        """Catalogue spelling of each requested genre (case-insensitive); ``InvalidRequest`` for unknown."""
+        out: list[str] = []
+        for raw in names:
+            name = self.genre_names.get(raw.strip().casefold())
+            if name is None:
+                known = ", ".join(self.genre_names.values())
+                raise InvalidRequest(f"unknown genre {raw!r}; known genres: {known}")
+            if name not in out:
+                out.append(name)
+        return tuple(out)
+
+    def allowed_rows(
+        self, include: Sequence[str], exclude: Sequence[str], excluded_rows: IdArray | None = None
+    ) -> BoolArray:
+        allowed = np.ones(len(self.index), dtype=np.bool_)
+        if include:
+            allowed &= np.logical_or.reduce([self.genre_rows[g] for g in include])
+        for genre in exclude:
+            allowed &= ~self.genre_rows[genre]
+        if excluded_rows is not None and excluded_rows.size:
+            allowed[excluded_rows] = False
+        return allowed
+
+    def scored_item(self, row: int, score: float, reason: str) -> ScoredItem:
+        return ScoredItem(
+            item_id=int(self.index.item_ids[row]),
+            title=self.titles[row],
+            genres=self.genres[row],
+            score=float(score),
+            reason=reason,
+        )
+
+
+def interaction_of(seen: SeenItem) -> Interaction:
+    """The strongest evidence kind for a seen item.
+
+    ``SeenItem`` carries the rating; ``event_types`` and ``status`` are read when the store provides them
+    (requested from the store's owner), so a review-only or completed title is explained as such.
+    """
+    if seen.rating is not None:
+        return Interaction.RATED
+    kinds: Any = getattr(seen, "event_types", None) or ()
+    if EventType.REVIEW in kinds:
+        return Interaction.REVIEWED
+    if getattr(seen, "status", None) == WatchStatus.COMPLETED:
+        return Interaction.COMPLETED
+    return Interaction.WATCHED
+
+
+class RecommendationService:
+    def __init__(self, store: ProfileReader, snapshot: Snapshot, config: ServiceConfig | None = None) -> None:
+        self._store = store
+        self._snapshot = snapshot
+        self._config = config or ServiceConfig()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Serve a new index from the next request on; requests in flight finish on the old one."""
+        self._snapshot = snapshot
+
+    # -- validation ---------------------------------------------------------------------------------------
+
+    def _k(self, k: int) -> int:
+        if k == 0:
+            return self._config.default_k
+        if not 1 <= k <= self._config.max_k:
+            raise InvalidRequest(
+                f"k must be between 1 and {self._config.max_k} (0 means {self._config.default_k})"
+            )
+        return k
+
+    @staticmethod
+    def _user_id(user_id: str) -> str:
+        try:
+            return _USER_ID.validate_python(user_id)
+        except ValidationError:
+            raise InvalidRequest(
+                "user_id must be 1 to 128 characters of letters, digits and ._:@-, "
+                "starting with a letter or digit"
+            ) from None
+
+    # -- store access -------------------------------------------------------------------------------------
+
+    async def _read_user(self, user_id: str) -> tuple[StoredProfile | None, list[SeenItem]]:
+        try:
+            profile, seen = await asyncio.gather(
+                self._store.get_profile(user_id), self._store.seen_items(user_id, self._config.seen_limit)
+            )
+        except StoreUnavailable as exc:
+            log.warning("store unavailable", user_id=user_id, error=str(exc))
+            raise Unavailable("the profile database is unavailable; retry") from None
+        return profile, seen
+
+    # -- RPCs ---------------------------------------------------------------------------------------------
+
+    async def recommend(
+        self,
+        user_id: str,
+        k: int = 0,
+        include_genres: Sequence[str] = (),
+        exclude_genres: Sequence[str] = (),
+        include_seen: bool = False,
+    ) -> Recommendations:
+        snap = self._snapshot
+        k = self._k(k)
+        user_id = self._user_id(user_id)
+        include = snap.canonical_genres(include_genres)
+        exclude = snap.canonical_genres(exclude_genres)
+
+        profile, seen = await self._read_user(user_id)
+        seen_rows = snap.index.rows([s.item_id for s in seen])
+        allowed = snap.allowed_rows(include, exclude, None if include_seen else seen_rows[seen_rows >= 0])
+
+        query = user_vector(profile.state) if profile is not None else None
+        if query is not None and query.shape != (snap.index.dim,):
+            # A profile built against another encoder: serve something rather than fail; rebuild profiles.
+            log.warning(
+                "profile dimension mismatch", user_id=user_id, dim=query.shape, index_dim=snap.index.dim
+            )
+            query = None
+        if query is None or not np.any(query):
+            items = self._cold_start(snap, allowed, k, include)
+            return Recommendations(user_id, items, COLD_START, snap.version)
+
+        rows, similarity = await self._candidates(snap, query, allowed, k, extra=len(seen))
+        candidates = Candidates(
+            item_ids=snap.index.item_ids[rows],
+            similarity=similarity,
+            popularity=snap.popularity[rows],
+            vectors=snap.index.embeddings[rows],
+        )
+        scores = snap.ranker.score(query, candidates)
+        best = top_k(scores, k)
+        chosen = rows[best]
+        reasons = self._reasons(snap, chosen, seen, seen_rows)
+        items = tuple(
+            snap.scored_item(int(r), float(scores[b]), why)
+            for r, b, why in zip(chosen, best, reasons, strict=True)
+        )
+        return Recommendations(user_id, items, PERSONALIZED, snap.version)
+
+    async def similar_items(self, item_id: int, k: int = 0) -> SimilarItems:
+        snap = self._snapshot
+        k = self._k(k)
+        if item_id < 1:
+            raise InvalidRequest("item_id must be a positive MAL anime id")
+        if item_id not in snap.index:
+            raise NotFound(f"item {item_id} is not in the catalogue")
+        row = int(snap.index.rows([item_id])[0])
+        # One extra hit: the item itself comes back first and is dropped.
+        scores, ids = await snap.index.search_async(snap.index.embeddings[row], k + 1)
+        title = snap.titles[row]
+        own_genres = set(snap.genres[row])
+        items: list[ScoredItem] = []
+        for score, other in zip(scores[0].tolist(), ids[0].tolist(), strict=True):
+            if other < 0 or other == item_id:
+                continue
+            other_row = int(snap.index.rows([other])[0])
+            shared = [g for g in snap.genres[other_row] if g in own_genres]
+            reason = f"shares {', '.join(shared[:3])} with {title}" if shared else f"similar to {title}"
+            items.append(snap.scored_item(other_row, score, reason))
+        return SimilarItems(item_id, tuple(items[:k]), snap.index.version)
+
+    async def user_profile(self, user_id: str) -> UserProfile:
+        snap = self._snapshot
+        user_id = self._user_id(user_id)
+        profile, seen = await self._read_user(user_id)
+        if profile is None:
+            raise NotFound(f"no events have been applied for user {user_id}")
+        return UserProfile(
+            user_id=user_id,
+            ratings=profile.ratings,
+            reviews=profile.reviews,
+            watch_events=profile.watch_events,
+            top_genres=self._top_genres(snap, seen, profile.state.ref_time_s),
+            last_event_time=profile.last_event_time,
+            updated_at=profile.updated_at,
+        )
+
+    async def ping(self) -> None:
+        try:
+            await self._store.ping()
+        except StoreUnavailable:
+            raise Unavailable("the profile database is unavailable") from None
+
+    # -- helpers ------------------------------------------------------------------------------------------
+
+    def _cold_start(
+        self, snap: Snapshot, allowed: BoolArray, k: int, include: Sequence[str]
+    ) -> tuple[ScoredItem, ...]:
+        order = snap.by_popularity[allowed[snap.by_popularity]][:k]
+        return tuple(
+            snap.scored_item(
+                int(row), float(snap.popularity[row]), cold_start_reason(snap.genres[row], include)
+            )
+            for row in order
+        )
+
+    async def _candidates(
+        self, snap: Snapshot, query: FloatArray, allowed: BoolArray, k: int, extra: int
+    ) -> tuple[IdArray, FloatArray]:
+        """Rows of allowed candidates and their cosine similarity to ``query``."""
+        index = snap.index
+        pool = min(len(index), self._config.candidate_pool + extra)
+        scores, ids = await index.search_async(query, max(pool, k))
+        hit = ids[0] >= 0
+        rows = index.rows(ids[0][hit])
+        sims = scores[0][hit]
+        keep = allowed[rows]
+        if int(keep.sum()) >= k or int(keep.sum()) == int(allowed.sum()):
+            return rows[keep], sims[keep]
+        # Filters left too few: score every allowed item exactly (off the event loop, it is numpy work).
+        return await asyncio.to_thread(_exact_scores, index.embeddings, query, allowed)
+
+    @staticmethod
+    def _reasons(snap: Snapshot, chosen: IdArray, seen: Sequence[SeenItem], seen_rows: IdArray) -> list[str]:
+        known = [
+            (s, int(r)) for s, r in zip(seen, seen_rows.tolist(), strict=True) if r >= 0 and s.strength > 0
+        ]
+        evidence = [
+            Evidence(
+                item_id=s.item_id,
+                title=snap.titles[r],
+                strength=s.strength,
+                interaction=interaction_of(s),
+                rating=s.rating,
+            )
+            for s, r in known
+        ]
+        evidence_vectors = (
+            snap.index.embeddings[[r for _, r in known]] if known else np.zeros((0, snap.index.dim))
+        )
+        return explain(snap.index.item_ids[chosen], snap.index.embeddings[chosen], evidence, evidence_vectors)
+
+    def _top_genres(
+        self, snap: Snapshot, seen: Sequence[SeenItem], ref_time_s: float
+    ) -> tuple[GenreWeight, ...]:
+        """Genres weighted by each seen item's signed strength, decayed to the profile's reference time."""
+        totals: dict[str, float] = {}
+        rows = snap.index.rows([s.item_id for s in seen]).tolist()
+        for s, row in zip(seen, rows, strict=True):
+            if row < 0:
+                continue
+            age = ref_time_s - s.event_time.timestamp() if math.isfinite(ref_time_s) else 0.0
+            weight = s.strength * self._config.decay.factor(age)
+            for genre in snap.genres[row]:
+                totals[genre] = totals.get(genre, 0.0) + weight
+        positive = {g: w for g, w in totals.items() if w > 0.0}
+        total = sum(positive.values())
+        if total <= 0.0:
+            return ()
+        ranked = sorted(positive.items(), key=lambda gw: (-gw[1], gw[0]))[: self._config.top_genres]
+        return tuple(GenreWeight(genre=g, weight=w / total) for g, w in ranked)
+
+
+def _exact_scores(
+    embeddings: FloatArray, query: FloatArray, allowed: BoolArray
+) -> tuple[IdArray, FloatArray]:
+    rows = np.flatnonzero(allowed).astype(np.int64)
+    return rows, (embeddings[rows] @ query).astype(np.float32)

@@ -1,0 +1,1 @@
+"""The small real-data sample shipped with the package (see README.md; rebuilt by build.py)."""

@@ -1,0 +1,297 @@
+"""PostgreSQL implementation of ``EventStore`` and ``ProfileReader`` (psycopg 3, async pool).
+
+One batch is one transaction:
+1. insert the entries into the ledger with ``ON CONFLICT (event_id) DO NOTHING RETURNING event_id``, in
+   event-id order (two workers inserting overlapping batches then wait on each other instead of
+   deadlocking); the returned ids are the entries that are new;
+2. create an empty row for each affected user who has none, then lock every affected user's row
+   ``FOR UPDATE`` in user-id order, so concurrent batches for one user (the ratings, reviews and watch
+   agents run side by side, and partitions move between workers) serialise instead of losing updates;
+3. call the pure updater on the locked states and write the results back.
+
+User vectors are ``vector`` columns when pgvector is installed and ``real[]`` otherwise (the migration
+decides). The SQL here works with both: vectors are sent as ``real[]`` (pgvector has an assignment cast
+to ``vector``) and read back as ``vector_sum::real[]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from llmrec.events.schema import EventType
+from llmrec.logs import get_logger
+from llmrec.settings import PostgresSettings
+from llmrec.store.arrays import register_vector_adapters
+from llmrec.store.interface import (
+    ApplyResult,
+    LedgerEntry,
+    ProfileUpdater,
+    SeenItem,
+    StoredProfile,
+    StoreUnavailable,
+)
+from ranker.preferences import PreferenceState, Vector
+
+log = get_logger(__name__)
+
+# Failures that say nothing about the batch: the server went away, refused or aborted the transaction
+# (deadlock, serialisation, admin shutdown), the pool had no connection in time, or a failover left us on
+# a read-only standby. Everything else (constraint or type errors) is a bug and propagates as is.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    psycopg.errors.ReadOnlySqlTransaction,
+)
+
+_INSERT_LEDGER = """
+INSERT INTO interactions (
+    event_id, user_id, item_id, event_type, event_time, strength, rating, sentiment, status,
+    episodes_watched, source_topic, source_partition, source_offset)
+SELECT * FROM unnest(
+    %s::text[], %s::text[], %s::bigint[], %s::text[], %s::timestamptz[], %s::float8[], %s::float8[],
+    %s::float8[], %s::text[], %s::integer[], %s::text[], %s::integer[], %s::bigint[])
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+
+# Rows are inserted in array order, i.e. sorted by user id, the same order the lock below uses.
+_CREATE_MISSING_PROFILES = """
+INSERT INTO user_profiles (user_id) SELECT unnest(%s::text[])
+ON CONFLICT (user_id) DO NOTHING
+"""
+
+_LOCK_PROFILES = """
+SELECT user_id, vector_sum::real[], weight_sum, ref_time
+FROM user_profiles WHERE user_id = ANY(%s::text[])
+ORDER BY user_id
+FOR UPDATE
+"""
+
+_UPDATE_PROFILE = """
+UPDATE user_profiles SET
+    vector_sum = %b,
+    weight_sum = %s,
+    ref_time = %s,
+    ratings = ratings + %s,
+    reviews = reviews + %s,
+    watch_events = watch_events + %s,
+    last_event_time = GREATEST(last_event_time, %s),
+    updated_at = now()
+WHERE user_id = %s
+"""
+
+_GET_PROFILE = """
+SELECT user_id, vector_sum::real[], weight_sum, ref_time, ratings, reviews, watch_events,
+       last_event_time, updated_at
+FROM user_profiles WHERE user_id = %s AND vector_sum IS NOT NULL
+"""
+
+# One row per item: a user may rate, review and watch the same title. Strength is the sum of the
+# events' undecayed strengths, so liked items come first and disliked ones last.
+_SEEN_ITEMS = """
+SELECT item_id,
+       sum(strength) AS strength,
+       max(event_time) AS event_time,
+       (array_agg(rating ORDER BY event_time DESC) FILTER (WHERE rating IS NOT NULL))[1] AS rating
+FROM interactions WHERE user_id = %s
+GROUP BY item_id
+ORDER BY strength DESC, item_id
+LIMIT %s
+"""
+
+
+def _to_state(vector_sum: Vector, weight_sum: float, ref_time: datetime | None) -> PreferenceState:
+    return PreferenceState(
+        vector_sum=vector_sum,
+        weight_sum=float(weight_sum),
+        ref_time_s=ref_time.timestamp() if ref_time is not None else -math.inf,
+    )
+
+
+def _ref_time(state: PreferenceState) -> datetime | None:
+    return datetime.fromtimestamp(state.ref_time_s, UTC) if math.isfinite(state.ref_time_s) else None
+
+
+def _ledger_columns(entries: Sequence[LedgerEntry]) -> tuple[list[Any], ...]:
+    return (
+        [e.event_id for e in entries],
+        [e.user_id for e in entries],
+        [e.item_id for e in entries],
+        [EventType(e.event_type).value for e in entries],
+        [e.event_time for e in entries],
+        [e.strength for e in entries],
+        [e.rating for e in entries],
+        [e.sentiment for e in entries],
+        [e.status for e in entries],
+        [e.episodes_watched for e in entries],
+        [e.source_topic for e in entries],
+        [e.source_partition for e in entries],
+        [e.source_offset for e in entries],
+    )
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    register_vector_adapters(conn)
+
+
+class PostgresStore:
+    """The ledger and profiles behind an async connection pool. ``open()`` before use, ``close()`` after
+    (or ``async with``). Every method raises ``StoreUnavailable`` on transient database failures."""
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 8, name: str = "llmrec") -> None:
+        # The DSN carries the password: keep it inside the pool, never in a log line or an error message.
+        self._pool = AsyncConnectionPool(
+            conninfo=dsn,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            name=name,
+            kwargs={"application_name": name, "connect_timeout": 10},
+            # A connection the server dropped while idle is replaced at checkout instead of failing a batch.
+            check=AsyncConnectionPool.check_connection,
+            configure=_configure,
+            timeout=30.0,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: PostgresSettings, name: str = "llmrec") -> PostgresStore:
+        return cls(
+            settings.dsn.get_secret_value(),
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            name=name,
+        )
+
+    async def open(self, timeout: float = 30.0) -> None:
+        """Open the pool and wait until ``min_size`` connections are up."""
+        try:
+            await self._pool.open(wait=True, timeout=timeout)
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {type(exc).__name__}") from exc
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def apply_batch(self, entries: Sequence[LedgerEntry], update: ProfileUpdater) -> ApplyResult:
+        if not entries:
+            return ApplyResult(applied=0, duplicates=0)
+        # First occurrence of an id wins within a batch, as it would across batches.
+        unique = list({e.event_id: e for e in reversed(entries)}.values())
+        unique.sort(key=lambda e: e.event_id)
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(_INSERT_LEDGER, _ledger_columns(unique))
+                new_ids = {row[0] for row in await cur.fetchall()}
+                new_entries = [e for e in unique if e.event_id in new_ids]
+                if new_entries:
+                    await self._update_profiles(conn, new_entries, update)
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"apply_batch failed: {type(exc).__name__}: {exc}") from exc
+        return ApplyResult(applied=len(new_entries), duplicates=len(entries) - len(new_entries))
+
+    async def _update_profiles(
+        self, conn: psycopg.AsyncConnection[Any], new_entries: Sequence[LedgerEntry], update: ProfileUpdater
+    ) -> None:
+        users = sorted({e.user_id for e in new_entries})
+        await conn.execute(_CREATE_MISSING_PROFILES, (users,))
+        async with conn.cursor(binary=True) as cur:
+            await cur.execute(_LOCK_PROFILES, (users,))
+            current = {
+                user_id: _to_state(vector_sum, weight_sum, ref_time)
+                for user_id, vector_sum, weight_sum, ref_time in await cur.fetchall()
+                if vector_sum is not None
+            }
+        states = update(current, new_entries)
+        missing = set(users) - states.keys()
+        if missing:
+            raise ValueError(f"profile updater returned no state for {len(missing)} user(s)")
+
+        counts = Counter((e.user_id, EventType(e.event_type)) for e in new_entries)
+        latest: dict[str, datetime] = {}
+        for e in new_entries:
+            if e.user_id not in latest or e.event_time > latest[e.user_id]:
+                latest[e.user_id] = e.event_time
+        rows = [
+            (
+                np.asarray(states[user].vector_sum, dtype=np.float32),
+                float(states[user].weight_sum),
+                _ref_time(states[user]),
+                counts[(user, EventType.RATING)],
+                counts[(user, EventType.REVIEW)],
+                counts[(user, EventType.WATCH)],
+                latest[user],
+                user,
+            )
+            for user in users
+        ]
+        async with conn.cursor() as cur:
+            # executemany runs in pipeline mode: one round trip for the whole batch.
+            await cur.executemany(_UPDATE_PROFILE, rows)
+
+    async def known_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT event_id FROM interactions WHERE event_id = ANY(%s::text[])", (list(event_ids),)
+                )
+                return {row[0] for row in await cur.fetchall()}
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"known_event_ids failed: {type(exc).__name__}: {exc}") from exc
+
+    async def get_profile(self, user_id: str) -> StoredProfile | None:
+        try:
+            async with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+                await cur.execute(_GET_PROFILE, (user_id,))
+                row = await cur.fetchone()
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"get_profile failed: {type(exc).__name__}: {exc}") from exc
+        if row is None:
+            return None
+        uid, vector_sum, weight_sum, ref_time, ratings, reviews, watches, last_event_time, updated_at = row
+        return StoredProfile(
+            user_id=uid,
+            state=_to_state(vector_sum, weight_sum, ref_time),
+            ratings=ratings,
+            reviews=reviews,
+            watch_events=watches,
+            last_event_time=last_event_time,
+            updated_at=updated_at,
+        )
+
+    async def seen_items(self, user_id: str, limit: int = 1000) -> list[SeenItem]:
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(_SEEN_ITEMS, (user_id, limit))
+                rows = await cur.fetchall()
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"seen_items failed: {type(exc).__name__}: {exc}") from exc
+        return [
+            SeenItem(item_id=item_id, strength=float(strength), event_time=event_time, rating=rating)
+            for item_id, strength, event_time, rating in rows
+        ]
+
+    async def ping(self) -> None:
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute("SELECT 1")
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"ping failed: {type(exc).__name__}: {exc}") from exc

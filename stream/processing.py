@@ -1,0 +1,338 @@
+"""The worker's logic for one batch of raw Kafka messages, free of Faust so it is tested with fakes.
+
+For a batch (one topic, up to ``worker.batch_size`` messages):
+1. validate each message against its topic's event type; reject events about items the recommender
+   does not know (no embedding in the item index);
+2. score the reviews' sentiment with the encoder (retried while Triton is unavailable: reviews wait,
+   they are never dropped; a text the encoder rejects as bad input is dead-lettered);
+3. turn each valid event into a ledger entry with its signal strength (``ranker.preferences``);
+4. apply all entries in one store transaction (retried whole on transient database errors: the ledger
+   is keyed by event id, so a retry or a redelivery applies nothing twice);
+5. send the rejected messages to the dead-letter topic (retried while Kafka is unavailable).
+
+``process`` returns only when every message is either applied (or known to be a duplicate) or
+dead-lettered, so the caller can then let Kafka commit the offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from encoder_triton.client import EncoderRejected, EncoderUnavailable, TextEncoder
+from llmrec.events.schema import EventType, RatingEvent, ReviewEvent, WatchEvent
+from llmrec.events.validation import AnyEvent, InvalidEvent, RejectReason, parse_event
+from llmrec.logs import get_logger
+from llmrec.settings import KafkaSettings, PreferenceSettings
+from llmrec.store.interface import EventStore, LedgerEntry, StoreUnavailable
+from ranker.preferences import (
+    Contribution,
+    DecayPolicy,
+    PreferenceState,
+    SignalWeights,
+    apply_contributions,
+    event_strength,
+)
+from stream.deadletter import DeadLetter, DeadLetterSink, SinkUnavailable, WorkerRejectReason
+from stream.item_vectors import ItemVectors
+from stream.retry import Backoff, Sleep, retry_transient
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One consumed Kafka record, as bytes: the worker decodes and validates values itself."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    received: int
+    applied: int
+    duplicates: int
+    dead_lettered: int
+    reasons: Mapping[str, int] = field(default_factory=dict)
+    retries: int = 0
+    latency_s: float = 0.0
+
+
+def offset_ranges(batch: Sequence[RawMessage]) -> dict[int, str]:
+    """``{partition: "first-last"}``: where a batch came from, for its log line."""
+    ranges: dict[int, tuple[int, int]] = {}
+    for m in batch:
+        low, high = ranges.get(m.partition, (m.offset, m.offset))
+        ranges[m.partition] = (min(low, m.offset), max(high, m.offset))
+    return {p: f"{low}-{high}" for p, (low, high) in sorted(ranges.items())}
+
+
+def weights_from_settings(prefs: PreferenceSettings) -> SignalWeights:
+    return SignalWeights(
+        rating=prefs.weight_rating,
+        review=prefs.weight_review,
+        viewing=prefs.weight_viewing,
+        completion=prefs.weight_completion,
+    )
+
+
+def decay_from_settings(prefs: PreferenceSettings) -> DecayPolicy:
+    return DecayPolicy(alpha=prefs.decay_alpha, unit_s=prefs.decay_unit_s)
+
+
+def topic_event_types(kafka: KafkaSettings) -> dict[str, EventType]:
+    return {
+        kafka.ratings_topic: EventType.RATING,
+        kafka.reviews_topic: EventType.REVIEW,
+        kafka.watch_topic: EventType.WATCH,
+    }
+
+
+class PreferenceUpdater:
+    """The store's ``ProfileUpdater``: folds new ledger entries into each user's state with the item
+    vectors and the decay policy. Runs inside the store transaction, so it does no I/O."""
+
+    def __init__(self, item_vectors: ItemVectors, decay: DecayPolicy) -> None:
+        self._items = item_vectors
+        self._decay = decay
+
+    def __call__(
+        self, current: dict[str, PreferenceState], new_entries: Sequence[LedgerEntry]
+    ) -> dict[str, PreferenceState]:
+        by_user: dict[str, list[Contribution]] = {}
+        for entry in new_entries:
+            vector = self._items.get(entry.item_id)
+            by_user.setdefault(entry.user_id, [])
+            if vector is None:
+                # The item left the index between validation and now (an index swap): the event stays in
+                # the ledger (it happened) but moves no vector.
+                log.warning("item vector missing at update", item_id=entry.item_id, event_id=entry.event_id)
+                continue
+            by_user[entry.user_id].append(
+                Contribution(vector=vector, strength=entry.strength, time_s=entry.event_time.timestamp())
+            )
+        result: dict[str, PreferenceState] = {}
+        for user_id, contributions in by_user.items():
+            state = current.get(user_id)
+            if state is None or state.vector_sum.shape != (self._items.dim,):
+                if state is not None:
+                    # The item index was rebuilt with another encoder: the stored vector lives in a space
+                    # that no longer exists. Start over; the ledger keeps the history for a full rebuild.
+                    log.warning(
+                        "profile dimension changed, restarting profile",
+                        user_id=user_id,
+                        stored_dim=int(state.vector_sum.shape[0]),
+                        item_dim=self._items.dim,
+                    )
+                state = PreferenceState.empty(self._items.dim)
+            result[user_id] = apply_contributions(state, contributions, self._decay)
+        return result
+
+
+@dataclass
+class _Valid:
+    message: RawMessage
+    event: AnyEvent
+    sentiment: float | None = None
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        encoder: TextEncoder,
+        dead_letters: DeadLetterSink,
+        item_vectors: ItemVectors,
+        topic_types: Mapping[str, EventType],
+        weights: SignalWeights,
+        decay: DecayPolicy,
+        backoff: Backoff | None = None,
+        sleep: Sleep = asyncio.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._encoder = encoder
+        self._dead_letters = dead_letters
+        self._items = item_vectors
+        self._topic_types = dict(topic_types)
+        self._weights = weights
+        self._updater = PreferenceUpdater(item_vectors, decay)
+        self._backoff = backoff or Backoff()
+        self._sleep = sleep
+        self._now = now
+
+    async def process(self, batch: Sequence[RawMessage]) -> BatchResult:
+        started = time.perf_counter()
+        valid: list[_Valid] = []
+        letters: list[DeadLetter] = []
+        for message in batch:
+            try:
+                valid.append(_Valid(message, self._validate(message)))
+            except InvalidEvent as exc:
+                letters.append(self._letter(message, exc.reason.value, exc.detail))
+
+        retries = 0
+        known = 0
+        reviews = [v for v in valid if isinstance(v.event, ReviewEvent)]
+        if reviews:
+            # A redelivered or replayed review is already in the ledger: skip the encoder's work for it.
+            seen, retries_db = await retry_transient(
+                lambda: self._store.known_event_ids([r.event.event_id for r in reviews]),
+                transient=(StoreUnavailable,),
+                what="store.known_event_ids",
+                backoff=self._backoff,
+                sleep=self._sleep,
+            )
+            retries += retries_db
+            if seen:
+                known = sum(1 for r in reviews if r.event.event_id in seen)
+                valid = [
+                    v for v in valid if not (v.event.event_id in seen and isinstance(v.event, ReviewEvent))
+                ]
+                reviews = [r for r in reviews if r.event.event_id not in seen]
+        encoder_s = 0.0
+        if reviews:
+            t0 = time.perf_counter()
+            rejected, retries_enc = await self._score_reviews(reviews)
+            encoder_s = time.perf_counter() - t0
+            retries += retries_enc
+            for item, detail in rejected:
+                letters.append(self._letter(item.message, WorkerRejectReason.ENCODER_REJECTED.value, detail))
+            rejected_ids = {id(item) for item, _ in rejected}
+            valid = [v for v in valid if id(v) not in rejected_ids]
+
+        entries: list[LedgerEntry] = []
+        for item in valid:
+            try:
+                entries.append(self._entry(item))
+            except ValueError as exc:
+                letters.append(self._letter(item.message, WorkerRejectReason.INVALID_SIGNAL.value, str(exc)))
+
+        applied, duplicates = 0, known
+        t0 = time.perf_counter()
+        if entries:
+            result, retries_db = await retry_transient(
+                lambda: self._store.apply_batch(entries, self._updater),
+                transient=(StoreUnavailable,),
+                what="store.apply_batch",
+                backoff=self._backoff,
+                sleep=self._sleep,
+            )
+            applied, duplicates = result.applied, duplicates + result.duplicates
+            retries += retries_db
+        store_s = time.perf_counter() - t0
+
+        if letters:
+            _, retries_dlq = await retry_transient(
+                lambda: self._dead_letters.send(letters),
+                transient=(SinkUnavailable,),
+                what="dead_letter.send",
+                backoff=self._backoff,
+                sleep=self._sleep,
+            )
+            retries += retries_dlq
+
+        reasons = Counter(letter.reason for letter in letters)
+        latency = time.perf_counter() - started
+        log.info(
+            "batch processed",
+            topics=sorted({m.topic for m in batch}),
+            offsets=offset_ranges(batch),
+            size=len(batch),
+            reviews=len(reviews),
+            applied=applied,
+            duplicates=duplicates,
+            dead_lettered=len(letters),
+            reasons=dict(reasons),
+            retries=retries,
+            encoder_ms=round(encoder_s * 1000, 1),
+            store_ms=round(store_s * 1000, 1),
+            latency_ms=round(latency * 1000, 1),
+        )
+        return BatchResult(
+            received=len(batch),
+            applied=applied,
+            duplicates=duplicates,
+            dead_lettered=len(letters),
+            reasons=dict(reasons),
+            retries=retries,
+            latency_s=latency,
+        )
+
+    # -- steps --------------------------------------------------------------------------------------------
+
+    def _validate(self, message: RawMessage) -> AnyEvent:
+        event = parse_event(message.value, self._topic_types.get(message.topic))
+        if self._items.get(event.item_id) is None:
+            raise InvalidEvent(RejectReason.UNKNOWN_ITEM, f"item {event.item_id} is not in the item index")
+        return event
+
+    async def _score_reviews(self, reviews: list[_Valid]) -> tuple[list[tuple[_Valid, str]], int]:
+        """Set each review's sentiment. Returns the reviews the encoder rejected as bad input (with its
+        reason) and the number of failed attempts while it was unavailable."""
+        texts = [r.event.text for r in reviews if isinstance(r.event, ReviewEvent)]
+        rejected: dict[int, str] = {}
+        try:
+            result, failed = await retry_transient(
+                lambda: self._encoder.embed_and_score(texts),
+                transient=(EncoderUnavailable,),
+                what="encoder.embed_and_score",
+                backoff=self._backoff,
+                sleep=self._sleep,
+            )
+        except EncoderRejected as exc:
+            # Only some texts are bad; the others' scores come with the error.
+            result, failed, rejected = exc.partial, 0, exc.rejected
+        scores = np.asarray(result.sentiment, dtype=np.float64).reshape(-1)
+        if len(scores) != len(texts):
+            raise RuntimeError(f"encoder returned {len(scores)} scores for {len(texts)} texts")
+        for index, review in enumerate(reviews):
+            if index not in rejected:
+                review.sentiment = float(scores[index])
+        return [(reviews[i], reason) for i, reason in sorted(rejected.items())], failed
+
+    def _entry(self, item: _Valid) -> LedgerEntry:
+        event = item.event
+        strength = event_strength(event, self._weights, item.sentiment)
+        if not math.isfinite(strength):
+            raise ValueError(f"signal strength is {strength}")
+        rating = event.rating if isinstance(event, RatingEvent | ReviewEvent) else None
+        return LedgerEntry(
+            event_id=event.event_id,
+            user_id=event.user_id,
+            item_id=event.item_id,
+            event_type=event.event_type,
+            event_time=event.event_time,
+            strength=strength,
+            rating=rating,
+            sentiment=item.sentiment,
+            status=event.status.value if isinstance(event, WatchEvent) else None,
+            episodes_watched=event.episodes_watched if isinstance(event, WatchEvent) else None,
+            source_topic=item.message.topic,
+            source_partition=item.message.partition,
+            source_offset=item.message.offset,
+        )
+
+    def _letter(self, message: RawMessage, reason: str, detail: str) -> DeadLetter:
+        return DeadLetter(
+            reason=reason,
+            detail=detail,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            payload=message.value,
+            failed_at=self._now(),
+        )

@@ -1,0 +1,222 @@
+"""The gRPC API end to end: a published index over 200 real sample-catalogue items (synthetic genre
+vectors stand in for the encoder), the real PostgreSQL with profiles written by PostgresStore, the real
+server on a free port, the Python client over the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from pydantic import SecretStr
+
+from grpc_api.client import RecommenderClient
+from grpc_api.errors import DeadlineExceeded, InvalidRequest, NotFound
+from grpc_api.server import SERVICE_NAME, ApiServer
+from grpc_api.testing import genre_embeddings
+from llmrec.catalogue import Catalogue, build_catalogue
+from llmrec.data_source import SAMPLE_DIR
+from llmrec.events.schema import EventType
+from llmrec.index_build import build_index
+from llmrec.settings import ApiSettings, PostgresSettings, Settings
+from llmrec.store import LedgerEntry, migrate
+from llmrec.store.postgres import PostgresStore
+from ranker.preferences import (
+    Contribution,
+    DecayPolicy,
+    PreferenceState,
+    SignalWeights,
+    apply_contributions,
+    rating_signal,
+)
+
+pytestmark = pytest.mark.integration
+
+DIM = 384  # the production encoder's width, so search and transfer costs are realistic
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+@dataclass
+class Api:
+    server: ApiServer
+    client: RecommenderClient
+    catalogue: Catalogue
+    vectors: dict[int, np.ndarray]
+    fan: str  # a user who rated Sci-Fi titles highly
+    fan_seen: list[int]
+
+
+def sample_items() -> Catalogue:
+    full = build_catalogue(SAMPLE_DIR)
+    top = sorted((i for i in full if i.genres), key=lambda i: (-i.members, i.item_id))[:200]
+    return full.subset(i.item_id for i in top)
+
+
+def updater_for(vectors: dict[int, np.ndarray]):  # type: ignore[no-untyped-def]
+    def update(current: dict[str, PreferenceState], new: Sequence[LedgerEntry]) -> dict[str, PreferenceState]:
+        by_user: dict[str, list[Contribution]] = {}
+        for e in new:
+            by_user.setdefault(e.user_id, []).append(
+                Contribution(vectors[e.item_id], e.strength, e.event_time.timestamp())
+            )
+        return {
+            user: apply_contributions(current.get(user, PreferenceState.empty(DIM)), contribs, DecayPolicy())
+            for user, contribs in by_user.items()
+        }
+
+    return update
+
+
+@pytest.fixture(scope="module")
+async def api(postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    root: Path = tmp_path_factory.mktemp("api")
+    settings = Settings(
+        state_dir=root,
+        artifacts_dir=root / "artifacts",
+        postgres=PostgresSettings(dsn=SecretStr(postgres_dsn)),
+        api=ApiSettings(port=0, metrics_port=0, grace_period_s=1.0),
+    )
+    catalogue = sample_items()
+    embeddings = genre_embeddings([i.genres for i in catalogue], dim=DIM, noise=0.3, seed=11)
+    by_text = dict(zip(catalogue.texts_for_embedding(), embeddings, strict=True))
+    build_index(settings, catalogue, lambda texts: np.stack([by_text[t] for t in texts]), progress=False)
+    vectors = dict(zip(catalogue.item_ids, embeddings, strict=True))
+
+    migrate(postgres_dsn)
+    fan = f"fan-{uuid.uuid4().hex[:8]}"
+    scifi = [i.item_id for i in catalogue if "Sci-Fi" in i.genres][:5]
+    entries = [
+        LedgerEntry(
+            event_id=f"{fan}-{n}",
+            user_id=fan,
+            item_id=item_id,
+            event_type=EventType.RATING,
+            event_time=T0 + timedelta(days=n),
+            strength=rating_signal(9.0, SignalWeights()),
+            rating=9.0,
+        )
+        for n, item_id in enumerate(scifi)
+    ]
+    async with PostgresStore(postgres_dsn) as store:
+        await store.apply_batch(entries, updater_for(vectors))
+
+    server = ApiServer(settings)
+    port = await server.start()
+    await server.wait_ready(60)
+    client = RecommenderClient(f"127.0.0.1:{port}", timeout_s=5.0)
+    try:
+        yield Api(server, client, catalogue, vectors, fan, scifi)
+    finally:
+        client.close()
+        await server.stop(1.0)
+
+
+async def call(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """The sync client in a thread: the server runs on this test's event loop."""
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def test_health_is_serving(api: Api) -> None:
+    assert await call(api.client.health) == "SERVING"
+    assert await call(api.client.health, "") == "SERVING"
+
+
+async def test_reflection_lists_the_recommender(api: Api) -> None:
+    import grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{api.server.port}") as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        names: set[str] = set()
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        async for reply in stub.ServerReflectionInfo(iter([request]), timeout=5):
+            names |= {s.name for s in reply.list_services_response.service}
+    assert SERVICE_NAME in names
+
+
+async def test_personalised_recommendations_follow_the_profile(api: Api) -> None:
+    answer = await call(api.client.recommend, api.fan, k=10)
+    assert answer.strategy == "personalized" and len(answer.items) == 10
+    assert not set(api.fan_seen) & {i.item_id for i in answer.items}  # seen items excluded
+    scifi_share = np.mean(["Sci-Fi" in i.genres for i in answer.items])
+    catalogue_share = np.mean(["Sci-Fi" in i.genres for i in api.catalogue])
+    assert scifi_share >= 0.7 > catalogue_share
+    titles = {api.catalogue[i].title for i in api.fan_seen}
+    assert any(
+        i.reason.endswith("which you rated 9") and i.reason[5:].split(",")[0] in titles for i in answer.items
+    )
+
+
+async def test_cold_start_for_an_unknown_user(api: Api) -> None:
+    answer = await call(api.client.recommend, f"new-{uuid.uuid4().hex[:6]}", k=5)
+    assert answer.strategy == "cold_start"
+    members = [api.catalogue[i.item_id].members for i in answer.items]
+    assert members == sorted(members, reverse=True)
+    assert members[0] == max(i.members for i in api.catalogue)
+
+
+async def test_genre_filters(api: Api) -> None:
+    answer = await call(
+        api.client.recommend, api.fan, k=5, include_genres=["romance"], exclude_genres=["Action"]
+    )
+    assert answer.items
+    assert all("Romance" in i.genres and "Action" not in i.genres for i in answer.items)
+    answer = await call(api.client.recommend, api.fan, k=5, include_seen=True)
+    assert set(api.fan_seen) & {i.item_id for i in answer.items}
+
+
+async def test_similar_items(api: Api) -> None:
+    item = api.fan_seen[0]
+    answer = await call(api.client.similar_items, item, k=5)
+    assert answer.item_id == item and len(answer.items) == 5 and item not in {i.item_id for i in answer.items}
+    with pytest.raises(NotFound):
+        await call(api.client.similar_items, 999_999_999)
+
+
+async def test_user_profile(api: Api) -> None:
+    profile = await call(api.client.user_profile, api.fan)
+    assert profile.ratings == 5 and profile.reviews == 0 and profile.watch_events == 0
+    assert profile.top_genres[0].genre == "Sci-Fi"
+    assert profile.last_event_time == T0 + timedelta(days=4)
+    with pytest.raises(NotFound):
+        await call(api.client.user_profile, f"nobody-{uuid.uuid4().hex[:6]}")
+
+
+async def test_invalid_arguments(api: Api) -> None:
+    with pytest.raises(InvalidRequest, match="k must be"):
+        await call(api.client.recommend, api.fan, k=1000)
+    with pytest.raises(InvalidRequest, match="genre"):
+        await call(api.client.recommend, api.fan, include_genres=["Mecha-ish"])
+
+
+async def test_deadline_is_respected(api: Api) -> None:
+    started = time.perf_counter()
+    with pytest.raises(DeadlineExceeded):
+        await call(api.client.recommend, api.fan, timeout_s=0.001)
+    assert time.perf_counter() - started < 1.0
+
+
+async def test_recommend_latency(api: Api) -> None:
+    """Rough end-to-end figures over loopback (client, gRPC, PostgreSQL, FAISS, fusion); printed with -s."""
+
+    def run(user: str, n: int) -> list[float]:
+        out = []
+        for _ in range(n):
+            started = time.perf_counter()
+            api.client.recommend(user, k=10)
+            out.append((time.perf_counter() - started) * 1000.0)
+        return sorted(out)
+
+    await asyncio.to_thread(run, api.fan, 20)  # warm-up: connections, caches
+    for label, user in (("personalized", api.fan), ("cold start", "cold-user")):
+        latencies = await asyncio.to_thread(run, user, 300)
+        p50, p99 = statistics.median(latencies), latencies[int(0.99 * len(latencies)) - 1]
+        print(f"\nRecommend {label}, {len(latencies)} sequential calls: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        assert p50 < 100.0

@@ -1,0 +1,241 @@
+"""The gRPC server in-process over an in-memory store: wire encoding, status codes, deadlines, health,
+reflection, lifecycle. The sync client runs in a thread so the server's event loop keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from grpc_api.client import RecommenderClient
+from grpc_api.errors import DeadlineExceeded, InvalidRequest, NotFound, RemoteError, Unavailable
+from grpc_api.server import SERVICE_NAME, ApiServer
+from grpc_api.service import Snapshot
+from grpc_api.testing import InMemoryProfiles, Interaction, genre_embeddings
+from llmrec.catalogue import Item
+from llmrec.settings import ApiSettings, Settings
+from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
+from ranker.fusion import Candidates
+from ranker.retrieval import ItemIndex
+
+T = TypeVar("T")
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+GENRES = [("Action",), ("Drama",), ("Comedy", "Drama")]
+ITEMS = [Item(item_id=i, title=f"Show {i}", genres=GENRES[i % 3], members=10 * i) for i in range(1, 31)]
+VECTORS = genre_embeddings([it.genres for it in ITEMS], dim=16, seed=3)
+SETTINGS = Settings(api=ApiSettings(port=0, metrics_port=0, max_k=20, grace_period_s=1.0))
+
+
+def snapshot(ranker: Any = None, items: list[Item] = ITEMS) -> Snapshot:
+    rows = [ITEMS.index(it) for it in items]
+    return Snapshot(ItemIndex.build([it.item_id for it in items], VECTORS[rows]), items, ranker)
+
+
+@dataclass
+class Running:
+    server: ApiServer
+    store: InMemoryProfiles
+    client: RecommenderClient
+    target: str
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def start(store: InMemoryProfiles, loader: Callable[[Settings], Snapshot]) -> Running:
+    async def factory(_: Settings) -> InMemoryProfiles:
+        return store
+
+    server = ApiServer(SETTINGS, store_factory=factory, snapshot_loader=loader)
+    port = await server.start()
+    target = f"127.0.0.1:{port}"
+    return Running(server, store, RecommenderClient(target, timeout_s=2.0), target)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[Running]:
+    store = InMemoryProfiles()
+    store.add_user(
+        "u1",
+        [Interaction(i, 0.4, T0 + timedelta(hours=i), rating=9.0) for i in (3, 6, 9)],  # Action titles
+        {it.item_id: VECTORS[row] for row, it in enumerate(ITEMS)},
+    )
+    running = await start(store, lambda _: snapshot())
+    await running.server.wait_ready(10)
+    yield running
+    running.client.close()
+    await running.server.stop(0.5)
+
+
+async def test_recommend_over_the_wire(api: Running) -> None:
+    answer = await api.call(api.client.recommend, "u1", k=4)
+    assert answer.strategy == "personalized" and answer.user_id == "u1"
+    assert len(answer.items) == 4 and all(i.genres == ("Action",) for i in answer.items)
+    assert not {3, 6, 9} & {i.item_id for i in answer.items}
+    assert answer.items[0].reason.endswith("which you rated 9")
+    assert answer.model_version == api.server.service.snapshot.version  # type: ignore[union-attr]
+
+    cold = await api.call(api.client.recommend, "new-user", k=2, include_genres=["drama"])
+    assert cold.strategy == "cold_start" and [i.item_id for i in cold.items] == [29, 28]
+    assert cold.items[0].reason == "popular with Drama fans"
+
+
+async def test_similar_items_and_profile_over_the_wire(api: Running) -> None:
+    similar = await api.call(api.client.similar_items, 3, k=3)
+    assert similar.item_id == 3 and len(similar.items) == 3 and similar.model_version
+    profile = await api.call(api.client.user_profile, "u1")
+    assert profile.ratings == 3 and profile.top_genres[0].genre == "Action"
+    assert profile.last_event_time == T0 + timedelta(hours=9)
+    assert profile.updated_at is not None and profile.updated_at.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda c: c.recommend("u1", k=1000), InvalidRequest),
+        (lambda c: c.recommend("bad id"), InvalidRequest),
+        (lambda c: c.recommend("u1", include_genres=["Mecha"]), InvalidRequest),
+        (lambda c: c.similar_items(424242), NotFound),
+        (lambda c: c.user_profile("stranger"), NotFound),
+    ],
+)
+async def test_domain_errors_become_client_exceptions(
+    api: Running, call: Callable[[RecommenderClient], Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        await api.call(call, api.client)
+
+
+async def test_status_codes_on_the_wire(api: Running) -> None:
+    async with grpc.aio.insecure_channel(api.target) as channel:
+        stub = recommender_pb2_grpc.RecommenderStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Recommend(recommender_pb2.RecommendRequest(user_id="u1", k=1000), timeout=2)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == "k must be between 1 and 20 (0 means 10)"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.SimilarItems(recommender_pb2.SimilarItemsRequest(item_id=424242), timeout=2)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        api.store.delay_s = 3.0
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetUserProfile(recommender_pb2.GetUserProfileRequest(user_id="u1"), timeout=0.2)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_database_outage_is_unavailable(api: Running) -> None:
+    api.store.unavailable = True
+    with pytest.raises(Unavailable, match="database"):
+        await api.call(api.client.recommend, "u1")
+
+
+async def test_deadline_is_respected(api: Running) -> None:
+    api.store.delay_s = 3.0
+    started = time.perf_counter()
+    with pytest.raises(DeadlineExceeded):
+        await api.call(api.client.recommend, "u1", timeout_s=0.2)
+    assert time.perf_counter() - started < 1.5
+
+
+async def test_bugs_are_internal_without_details() -> None:
+    class Broken:
+        version = "broken-1"
+
+        def score(self, user_vector: np.ndarray, candidates: Candidates) -> np.ndarray:
+            raise RuntimeError("secret internals /etc/passwd")
+
+    store = InMemoryProfiles()
+    store.add_user(
+        "u1", [Interaction(3, 0.4, T0, 9.0)], {it.item_id: VECTORS[r] for r, it in enumerate(ITEMS)}
+    )
+    running = await start(store, lambda _: snapshot(Broken()))
+    await running.server.wait_ready(10)
+    try:
+        with pytest.raises(RemoteError) as info:
+            await running.call(running.client.recommend, "u1")
+        assert info.value.code == "INTERNAL"
+        assert "secret" not in str(info.value) and "Traceback" not in str(info.value)
+    finally:
+        running.client.close()
+        await running.server.stop(0)
+
+
+async def test_not_serving_until_ready_then_serving_then_not_serving_on_stop() -> None:
+    release = threading.Event()
+
+    def slow_loader(_: Settings) -> Snapshot:
+        release.wait(10)
+        return snapshot()
+
+    running = await start(InMemoryProfiles(), slow_loader)
+    try:
+        assert await running.call(running.client.health) == "NOT_SERVING"
+        assert await running.call(running.client.health, "") == "NOT_SERVING"
+        with pytest.raises(Unavailable, match="starting"):
+            await running.call(running.client.recommend, "u1")
+        release.set()
+        await running.server.wait_ready(10)
+        assert await running.call(running.client.health) == "SERVING"
+        await running.call(running.client.wait_until_serving, 2.0)
+        with pytest.raises(NotFound):
+            await running.call(running.client.health, "no.such.Service")
+
+        async with grpc.aio.insecure_channel(running.target) as channel:
+            from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+            health = health_pb2_grpc.HealthStub(channel)
+            stopping = asyncio.create_task(running.server.stop(1.0, drain_s=0.5))
+            await asyncio.sleep(0.05)
+            # While draining the server still answers, and says it is going away.
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=1)
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert (await running.call(running.client.recommend, "someone", k=1)).items
+            await stopping
+        with pytest.raises(Unavailable):
+            await running.call(running.client.health, timeout_s=0.5)
+        assert running.store.closed
+    finally:
+        release.set()
+        running.client.close()
+        await running.server.stop(0)
+
+
+async def test_a_missing_index_fails_warm_up() -> None:
+    def missing(_: Settings) -> Snapshot:
+        raise FileNotFoundError("no index at artifacts/index; run `llmrec build-index`")
+
+    running = await start(InMemoryProfiles(), missing)
+    try:
+        with pytest.raises(FileNotFoundError, match="build-index"):
+            await running.server.wait_ready(5)
+        assert await running.call(running.client.health) == "NOT_SERVING"
+    finally:
+        running.client.close()
+        await running.server.stop(0)
+
+
+async def test_reload_swaps_the_index(api: Running) -> None:
+    before = (await api.call(api.client.recommend, "new-user", k=1)).model_version
+    api.server._snapshot_loader = lambda _: snapshot(items=ITEMS[:5])  # the next published version
+    version = await api.server.reload()
+    answer = await api.call(api.client.recommend, "new-user", k=1)
+    assert answer.model_version == version != before
+    assert answer.items[0].item_id == 5
+
+
+async def test_reflection_lists_the_services(api: Running) -> None:
+    async with grpc.aio.insecure_channel(api.target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        names: set[str] = set()
+        async for reply in stub.ServerReflectionInfo(iter([request]), timeout=2):
+            names |= {s.name for s in reply.list_services_response.service}
+    assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names

@@ -1,0 +1,57 @@
+"""The shipped sample: small enough, big enough for the demo, and a faithful, reproducible subset."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from llmrec.data_source import SAMPLE_DIR, DataKind, has_mal_data, sample_source
+from llmrec.datasets import AZATHOTH_LISTS, REVIEWS, WATCHLISTS, collect_events
+from llmrec.events.schema import ReviewEvent
+from llmrec.sample_data.build import SAMPLE_MAX_BYTES, build_sample, sample_size, verify_sample
+from llmrec.settings import Settings
+
+FULL_DATA = Settings().data_dir
+needs_full_data = pytest.mark.skipif(not has_mal_data(FULL_DATA), reason=f"full data not at {FULL_DATA}")
+
+
+def test_shipped_sample_is_under_the_size_limit() -> None:
+    sizes = sample_size(SAMPLE_DIR)
+    assert "README.md" in sizes and "build.py" in sizes
+    assert sum(sizes.values()) < SAMPLE_MAX_BYTES
+    assert all(name.endswith((".gz", ".md", ".py")) for name in sizes)
+
+
+def test_shipped_sample_replays_like_real_data() -> None:
+    source = sample_source()
+    assert source.kind is DataKind.SAMPLE and has_mal_data(source.path)
+    replay = collect_events(source.path)
+    users = Counter(e.user_id for e in replay.events)
+    assert 200 <= len(users) <= 400
+    assert len(replay.events) > 3000
+    assert {source for source, _ in replay.summary.events} == {REVIEWS, WATCHLISTS, AZATHOTH_LISTS}
+    reviewers = {e.user_id for e in replay.events if isinstance(e, ReviewEvent)}
+    assert len(reviewers) > 150
+    mixed = {e.user_id for e in replay.events if e.source == WATCHLISTS} & reviewers
+    assert len(mixed) >= 5  # people with reviews and completed-list ratings
+    assert all(e.item_id in replay.catalogue for e in replay.events)
+    assert sum(1 for item in replay.catalogue if item.has_synopsis) > 1000
+
+
+@needs_full_data
+def test_builder_reproduces_the_shipped_files(tmp_path: Path) -> None:
+    report = build_sample(FULL_DATA, tmp_path)
+    assert report.total_bytes < SAMPLE_MAX_BYTES
+    built = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.gz")}
+    shipped = {p.relative_to(SAMPLE_DIR): p.read_bytes() for p in SAMPLE_DIR.rglob("*.gz")}
+    assert built.keys() == shipped.keys()
+    stale = sorted(str(name) for name in built if built[name] != shipped[name])
+    assert not stale, f"shipped sample is stale, rerun python -m llmrec.sample_data.build: {stale}"
+
+
+@needs_full_data
+def test_sample_equals_full_data_for_its_users() -> None:
+    events, items = verify_sample(FULL_DATA, SAMPLE_DIR)
+    assert events > 3000 and items > 1000

@@ -1,0 +1,257 @@
+"""RecommendationService against an in-memory ProfileReader: cold start, personalisation, filters, bounds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from grpc_api.errors import InvalidRequest, NotFound, Unavailable
+from grpc_api.service import RecommendationService, ServiceConfig, Snapshot
+from grpc_api.testing import InMemoryProfiles, Interaction, genre_embeddings
+from llmrec.catalogue import Item
+from llmrec.store.interface import StoredProfile
+from ranker.fusion import PROFILE_REASON
+from ranker.preferences import PreferenceState
+from ranker.retrieval import ItemIndex
+
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+GENRE_CYCLE = [
+    ("Sci-Fi",),
+    ("Sci-Fi", "Action"),
+    ("Romance",),
+    ("Romance", "Comedy"),
+    ("Comedy",),
+    ("Action",),
+]
+
+
+def make_items() -> list[Item]:
+    items = [
+        Item(item_id=i, title=f"Title {i}", genres=GENRE_CYCLE[i % len(GENRE_CYCLE)], members=1000 * i)
+        for i in range(1, 61)
+    ]
+    # A rare genre: three unpopular horror titles.
+    items += [Item(item_id=100 + i, title=f"Horror {i}", genres=("Horror",), members=5) for i in range(3)]
+    return items
+
+
+ITEMS = make_items()
+VECTORS = genre_embeddings([it.genres for it in ITEMS], dim=24, noise=0.2, seed=1)
+VECTOR_BY_ID = {it.item_id: VECTORS[row] for row, it in enumerate(ITEMS)}
+SCI_FI = [it.item_id for it in ITEMS if it.genres == ("Sci-Fi",)]
+
+
+def make_snapshot() -> Snapshot:
+    return Snapshot(ItemIndex.build([it.item_id for it in ITEMS], VECTORS), ITEMS)
+
+
+@pytest.fixture
+def store() -> InMemoryProfiles:
+    profiles = InMemoryProfiles()
+    profiles.add_user(
+        "scifi-fan",
+        [Interaction(item, 0.4, T0 + timedelta(days=n), rating=9.0) for n, item in enumerate(SCI_FI[:4])],
+        VECTOR_BY_ID,
+    )
+    return profiles
+
+
+@pytest.fixture
+def service(store: InMemoryProfiles) -> RecommendationService:
+    return RecommendationService(store, make_snapshot(), ServiceConfig(max_k=20, candidate_pool=10))
+
+
+def genres_of(answer_items: tuple) -> list[tuple[str, ...]]:  # type: ignore[type-arg]
+    return [i.genres for i in answer_items]
+
+
+async def test_unknown_user_gets_the_most_popular_items(service: RecommendationService) -> None:
+    answer = await service.recommend("nobody", k=5)
+    assert answer.strategy == "cold_start"
+    assert [i.item_id for i in answer.items] == [60, 59, 58, 57, 56]
+    assert all(i.reason == "popular on MyAnimeList" for i in answer.items)
+    assert answer.items[0].score == pytest.approx(1.0)
+    assert answer.model_version.endswith("/plain-fusion-1")
+
+
+async def test_cold_start_honours_genre_filters(service: RecommendationService) -> None:
+    answer = await service.recommend("nobody", k=4, include_genres=["sci-fi"], exclude_genres=["Action"])
+    assert [i.item_id for i in answer.items] == [60, 54, 48, 42]
+    assert all(i.genres == ("Sci-Fi",) for i in answer.items)
+    assert all(i.reason == "popular with Sci-Fi fans" for i in answer.items)
+
+
+async def test_personalised_answer_follows_the_profile_and_excludes_seen(
+    service: RecommendationService,
+) -> None:
+    answer = await service.recommend("scifi-fan", k=6)
+    assert answer.strategy == "personalized" and len(answer.items) == 6
+    ids = [i.item_id for i in answer.items]
+    assert not set(ids) & set(SCI_FI[:4])
+    assert all("Sci-Fi" in g for g in genres_of(answer.items))
+    assert [i.score for i in answer.items] == sorted((i.score for i in answer.items), reverse=True)
+    for item in answer.items:
+        assert item.reason.startswith("like Title ") and item.reason.endswith(", which you rated 9")
+
+
+async def test_include_seen_lets_seen_items_back_without_explaining_themselves(
+    service: RecommendationService,
+) -> None:
+    answer = await service.recommend("scifi-fan", k=10, include_seen=True)
+    seen_back = [i for i in answer.items if i.item_id in SCI_FI[:4]]
+    assert seen_back
+    for item in seen_back:
+        assert f"like {item.title}," not in item.reason
+
+
+async def test_personalised_genre_filters(service: RecommendationService) -> None:
+    answer = await service.recommend("scifi-fan", k=5, exclude_genres=["Sci-Fi"])
+    assert answer.items and all("Sci-Fi" not in g for g in genres_of(answer.items))
+    answer = await service.recommend("scifi-fan", k=5, include_genres=["Romance", "Comedy"])
+    assert answer.items and all({"Romance", "Comedy"} & set(g) for g in genres_of(answer.items))
+
+
+async def test_a_rare_genre_outside_the_candidate_pool_is_still_found(service: RecommendationService) -> None:
+    # The pool (10 + 4 seen) holds Sci-Fi items only; the three Horror items come from the exact fallback.
+    answer = await service.recommend("scifi-fan", k=5, include_genres=["Horror"])
+    assert sorted(i.item_id for i in answer.items) == [100, 101, 102]
+    assert answer.strategy == "personalized"
+
+
+async def test_contradictory_filters_give_an_empty_answer(service: RecommendationService) -> None:
+    answer = await service.recommend("scifi-fan", k=5, include_genres=["Horror"], exclude_genres=["horror"])
+    assert answer.items == ()
+
+
+@pytest.mark.parametrize(("k", "expected"), [(0, 10), (1, 1), (20, 20)])
+async def test_k_bounds(service: RecommendationService, k: int, expected: int) -> None:
+    assert len((await service.recommend("nobody", k=k)).items) == expected
+
+
+@pytest.mark.parametrize("k", [21, -1, 1000])
+async def test_k_out_of_range_is_invalid(service: RecommendationService, k: int) -> None:
+    with pytest.raises(InvalidRequest, match="between 1 and 20"):
+        await service.recommend("nobody", k=k)
+    with pytest.raises(InvalidRequest):
+        await service.similar_items(1, k=k)
+
+
+@pytest.mark.parametrize("user_id", ["", " ", "a b", "-lead", "x" * 129, "ü"])
+async def test_malformed_user_ids_are_invalid(service: RecommendationService, user_id: str) -> None:
+    with pytest.raises(InvalidRequest, match="user_id"):
+        await service.recommend(user_id)
+    with pytest.raises(InvalidRequest, match="user_id"):
+        await service.user_profile(user_id)
+
+
+async def test_unknown_genre_is_invalid_and_names_the_known_ones(service: RecommendationService) -> None:
+    with pytest.raises(InvalidRequest, match=r"unknown genre 'Scifi'.*Sci-Fi"):
+        await service.recommend("nobody", include_genres=["Scifi"])
+
+
+async def test_validation_happens_before_the_store_is_asked(
+    service: RecommendationService, store: InMemoryProfiles
+) -> None:
+    with pytest.raises(InvalidRequest):
+        await service.recommend("nobody", k=500)
+    assert store.calls == 0
+
+
+async def test_database_outage_is_unavailable(
+    service: RecommendationService, store: InMemoryProfiles
+) -> None:
+    store.unavailable = True
+    with pytest.raises(Unavailable):
+        await service.recommend("scifi-fan")
+    with pytest.raises(Unavailable):
+        await service.user_profile("scifi-fan")
+    with pytest.raises(Unavailable):
+        await service.ping()
+
+
+async def test_empty_profile_is_cold_start_without_seen_items(
+    service: RecommendationService, store: InMemoryProfiles
+) -> None:
+    store.add_user("planner", [Interaction(60, 0.0, T0)], VECTOR_BY_ID)  # plan-to-watch: zero strength
+    assert store.profiles["planner"].state.is_empty
+    answer = await service.recommend("planner", k=3)
+    assert answer.strategy == "cold_start"
+    assert [i.item_id for i in answer.items] == [59, 58, 57]
+
+
+async def test_profile_with_a_vector_of_another_dimension_falls_back_to_cold_start(
+    service: RecommendationService, store: InMemoryProfiles
+) -> None:
+    state = PreferenceState(np.ones(7, np.float32), 1.0, T0.timestamp())
+    store.profiles["old-model"] = StoredProfile("old-model", state, 1, 0, 0, T0, T0)
+    assert (await service.recommend("old-model", k=2)).strategy == "cold_start"
+
+
+async def test_only_disliked_items_give_the_profile_reason(
+    service: RecommendationService, store: InMemoryProfiles
+) -> None:
+    store.add_user("grumpy", [Interaction(SCI_FI[0], -0.4, T0, rating=1.0)], VECTOR_BY_ID)
+    answer = await service.recommend("grumpy", k=3)
+    assert answer.strategy == "personalized"
+    assert all("Sci-Fi" not in g for g in genres_of(answer.items))
+    assert all(i.reason == PROFILE_REASON for i in answer.items)
+
+
+async def test_similar_items(service: RecommendationService) -> None:
+    answer = await service.similar_items(SCI_FI[0], k=3)
+    assert answer.item_id == SCI_FI[0] and len(answer.items) == 3
+    assert SCI_FI[0] not in [i.item_id for i in answer.items]
+    assert all(i.genres == ("Sci-Fi",) for i in answer.items)
+    assert answer.items[0].reason == f"shares Sci-Fi with Title {SCI_FI[0]}"
+    assert -1.0 <= answer.items[-1].score <= answer.items[0].score <= 1.0
+
+
+async def test_similar_items_errors(service: RecommendationService) -> None:
+    with pytest.raises(NotFound, match="99999"):
+        await service.similar_items(99999)
+    with pytest.raises(InvalidRequest):
+        await service.similar_items(0)
+
+
+async def test_user_profile(service: RecommendationService) -> None:
+    profile = await service.user_profile("scifi-fan")
+    assert (profile.ratings, profile.reviews, profile.watch_events) == (4, 0, 0)
+    assert profile.last_event_time == T0 + timedelta(days=3)
+    assert [g.genre for g in profile.top_genres] == ["Sci-Fi"]
+    assert profile.top_genres[0].weight == pytest.approx(1.0)
+    with pytest.raises(NotFound):
+        await service.user_profile("nobody")
+
+
+async def test_top_genres_weigh_recent_and_strong_signals(
+    service: RecommendationService, store: InMemoryProfiles
+) -> None:
+    romance = [it.item_id for it in ITEMS if it.genres == ("Romance",)]
+    store.add_user(
+        "mixed",
+        [
+            Interaction(SCI_FI[0], 0.4, T0 - timedelta(days=365), rating=9.0),  # old: decayed to ~7%
+            Interaction(romance[0], 0.3, T0, rating=8.0),
+            Interaction(romance[1], -0.2, T0, rating=3.0),  # disliked: counts against Romance
+        ],
+        VECTOR_BY_ID,
+    )
+    genres = (await service.user_profile("mixed")).top_genres
+    assert [g.genre for g in genres] == ["Romance", "Sci-Fi"]
+    assert sum(g.weight for g in genres) == pytest.approx(1.0)
+
+
+async def test_swap_serves_the_new_snapshot_from_the_next_request(service: RecommendationService) -> None:
+    before = (await service.recommend("nobody", k=1)).model_version
+    fewer = ITEMS[:10]
+    service.swap(Snapshot(ItemIndex.build([it.item_id for it in fewer], VECTORS[:10], "hnsw"), fewer))
+    answer = await service.recommend("nobody", k=1)
+    assert answer.model_version != before and answer.model_version.startswith("hnsw-")
+    assert answer.items[0].item_id == 10
+
+
+def test_snapshot_tolerates_index_items_missing_from_the_catalogue() -> None:
+    snapshot = Snapshot(ItemIndex.build([1, 2], np.eye(2)), [Item(item_id=1, title="One", genres=("Drama",))])
+    assert snapshot.missing_metadata == 1 and snapshot.titles == ("One", "item 2")
