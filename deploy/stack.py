@@ -163,6 +163,18 @@ def _triton_probe(settings: Settings) -> bool:
     return TritonServer.from_settings(settings).ready(timeout_s=5.0)
 
 
+def _ensure_index(settings: Settings) -> None:
+    """Build the item index on first start (minutes on 2 cores for the full catalogue), reuse it after."""
+    from llmrec.index_build import index_exists
+
+    if index_exists(settings.index_dir):
+        return
+    from llmrec.index_build import build_index_from_settings
+
+    log.info("index_missing_building", index_dir=str(settings.index_dir))
+    build_index_from_settings(settings, progress=True)
+
+
 def _triton_http_ready(settings: Settings) -> bool:
     url = f"http://{settings.triton.host}:{settings.triton.http_port}/v2/health/ready"
     try:
@@ -261,6 +273,8 @@ COMPONENTS: tuple[Component, ...] = (
         start=_triton_start,
         endpoint=lambda s: f"grpc {s.triton.grpc_url}, http {s.triton.host}:{s.triton.http_port}",
         probe=_triton_probe,
+        # The worker and the API load the item index, which is built through Triton.
+        after=_ensure_index,
         # Triton drains in-flight requests on SIGTERM (2 to 6 s).
         grace_s=30.0,
     ),

@@ -88,7 +88,9 @@ def find_distribution() -> TritonDistribution:
     """Locate the wheel's files without importing ``pytriton`` (its Python side expects NumPy 1.x)."""
     spec = importlib.util.find_spec("pytriton")
     if spec is None or spec.origin is None:
-        raise TritonSetupError("nvidia-pytriton is not installed (it ships the tritonserver binary); run `make install`")
+        raise TritonSetupError(
+            "nvidia-pytriton is not installed (it ships the tritonserver binary); run `make install`"
+        )
     site = Path(spec.origin).parent.parent
     dist = TritonDistribution(root=site / "pytriton" / "tritonserver", libs=site / "nvidia_pytriton.libs")
     for required in (dist.binary, dist.python_backend / "libtriton_python.so", dist.libs):
@@ -136,8 +138,12 @@ def server_env_spec() -> tuple[list[str], list[str]]:
     missing = [name for name in SERVER_PACKAGES if _normalise_name(name) not in installed]
     if missing:
         raise TritonSetupError(f"this environment lacks {missing}; run `make install`")
-    requirements = [f"{name}=={installed[_normalise_name(name)]}" for name in SERVER_PACKAGES] + [SERVER_NUMPY]
-    constraints = sorted(f"{name}=={version}" for name, version in installed.items() if name not in _NOT_CONSTRAINED)
+    requirements = [f"{name}=={installed[_normalise_name(name)]}" for name in SERVER_PACKAGES] + [
+        SERVER_NUMPY
+    ]
+    constraints = sorted(
+        f"{name}=={version}" for name, version in installed.items() if name not in _NOT_CONSTRAINED
+    )
     return requirements, constraints
 
 
@@ -188,7 +194,20 @@ def ensure_server_env(root: Path = DEFAULT_SERVER_ENV, project: Path = REPO_ROOT
         constraints_file.write_text("\n".join(constraints) + "\n")
         # Bytecode at install time: this workplace sets PYTHONDONTWRITEBYTECODE, so without it every server
         # start would recompile torch and transformers (about 20 s instead of a few).
-        _run([uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python), "-c", str(constraints_file), *requirements])
+        _run(
+            [
+                uv,
+                "pip",
+                "install",
+                "--quiet",
+                "--compile-bytecode",
+                "--python",
+                str(python),
+                "-c",
+                str(constraints_file),
+                *requirements,
+            ]
+        )
         _run([uv, "pip", "install", "--quiet", "--python", str(python), "--no-deps", "-e", str(project)])
         stamp.write_text(digest + "\n")
         log.info("triton_server_env_built", path=str(root), seconds=round(time.monotonic() - began, 1))
@@ -198,7 +217,9 @@ def ensure_server_env(root: Path = DEFAULT_SERVER_ENV, project: Path = REPO_ROOT
 def _run(argv: list[str]) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=1800)
     if result.returncode != 0:
-        raise TritonSetupError(f"{' '.join(argv[:4])} ... failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        raise TritonSetupError(
+            f"{' '.join(argv[:4])} ... failed ({result.returncode}):\n{result.stderr[-4000:]}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,7 +227,11 @@ def _run(argv: list[str]) -> None:
 
 
 def _copy_if_changed(source: Path, target: Path) -> None:
-    if target.exists() and target.stat().st_size == source.stat().st_size and target.stat().st_mtime >= source.stat().st_mtime:
+    if (
+        target.exists()
+        and target.stat().st_size == source.stat().st_size
+        and target.stat().st_mtime >= source.stat().st_mtime
+    ):
         return
     shutil.copy2(source, target)
 
@@ -350,12 +375,16 @@ class TritonServer:
             grace_s=self.grace_s,
         )
         try:
-            self.process.wait_ready(probe=lambda: self.ready(self.probe_timeout_s), timeout_s=timeout_s, interval_s=0.25)
+            self.process.wait_ready(
+                probe=lambda: self.ready(self.probe_timeout_s), timeout_s=timeout_s, interval_s=0.25
+            )
         except ProcessError:
             self.stop()
             raise
         seconds = self.ready_after_s = time.monotonic() - began
-        log.info("triton_ready", grpc=self.grpc_url, model=self.model_name, pid=self.pid, seconds=round(seconds, 2))
+        log.info(
+            "triton_ready", grpc=self.grpc_url, model=self.model_name, pid=self.pid, seconds=round(seconds, 2)
+        )
         return seconds
 
     def ready(self, timeout_s: float = 10.0) -> bool:

@@ -30,7 +30,9 @@ from encoder_triton import contract
 FloatArray = npt.NDArray[np.float32]
 
 # Codes that say "try again": the server is starting, overloaded, or the call ran out of time.
-_RETRYABLE: Final = frozenset({"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"})
+_RETRYABLE: Final = frozenset(
+    {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"}
+)
 _REJECTED: Final = "StatusCode.INVALID_ARGUMENT"
 PROBE_TEXT: Final = "A wonderful story with great characters; I enjoyed every episode."
 
@@ -90,7 +92,10 @@ def _text_input(texts: Sequence[str]) -> Any:
 
 
 def _outputs() -> list[Any]:
-    return [grpcclient.InferRequestedOutput(contract.OUTPUT_EMBEDDING), grpcclient.InferRequestedOutput(contract.OUTPUT_SENTIMENT)]
+    return [
+        grpcclient.InferRequestedOutput(contract.OUTPUT_EMBEDDING),
+        grpcclient.InferRequestedOutput(contract.OUTPUT_SENTIMENT),
+    ]
 
 
 def parse_result(result: Any, expected: int) -> EncodeResult:
@@ -106,12 +111,20 @@ def parse_result(result: Any, expected: int) -> EncodeResult:
     scores = sentiment.reshape(-1)
     if not (np.isfinite(embeddings).all() and np.isfinite(scores).all()):
         raise EncoderError("response holds NaN or infinity")
-    if np.abs(np.linalg.norm(embeddings, axis=1) - 1.0).max() > 1e-3 or scores.min() < 0.0 or scores.max() > 1.0:
+    if (
+        np.abs(np.linalg.norm(embeddings, axis=1) - 1.0).max() > 1e-3
+        or scores.min() < 0.0
+        or scores.max() > 1.0
+    ):
         raise EncoderError("response breaks the contract (embedding norm != 1 or sentiment outside [0, 1])")
-    return EncodeResult(embeddings=embeddings.astype(np.float32, copy=False), sentiment=scores.astype(np.float32))
+    return EncodeResult(
+        embeddings=embeddings.astype(np.float32, copy=False), sentiment=scores.astype(np.float32)
+    )
 
 
-def check_inference(url: str, model_name: str = contract.DEFAULT_MODEL_NAME, timeout_s: float = 10.0) -> EncodeResult:
+def check_inference(
+    url: str, model_name: str = contract.DEFAULT_MODEL_NAME, timeout_s: float = 10.0
+) -> EncodeResult:
     """Synchronous health check with a real inference; raises ``EncoderError`` subclasses with the cause.
 
     "Server ready" alone is not health: a crashed Python backend stub leaves the server ready and every
@@ -123,7 +136,9 @@ def check_inference(url: str, model_name: str = contract.DEFAULT_MODEL_NAME, tim
             raise EncoderUnavailable(f"server at {url} is not ready")
         if not client.is_model_ready(model_name, client_timeout=timeout_s):
             raise EncoderUnavailable(f"model {model_name} is not ready")
-        result = client.infer(model_name, [_text_input([PROBE_TEXT])], outputs=_outputs(), client_timeout=timeout_s)
+        result = client.infer(
+            model_name, [_text_input([PROBE_TEXT])], outputs=_outputs(), client_timeout=timeout_s
+        )
         return parse_result(result, 1)
     except InferenceServerException as exc:
         raise EncoderUnavailable(f"probe inference failed: {exc.status()} {exc.message()}") from exc
@@ -161,7 +176,9 @@ class EncoderClient:
 
     @classmethod
     def from_settings(cls, triton: TritonTarget, **kwargs: Any) -> EncoderClient:
-        return cls(triton.grpc_url, triton.model_name, timeout_s=triton.timeout_s, retries=triton.retries, **kwargs)
+        return cls(
+            triton.grpc_url, triton.model_name, timeout_s=triton.timeout_s, retries=triton.retries, **kwargs
+        )
 
     def _grpc(self) -> aioclient.InferenceServerClient:
         # Created on first use so that the gRPC channel belongs to the running event loop.
@@ -191,7 +208,9 @@ class EncoderClient:
             except TimeoutError:
                 failure, retryable = f"no answer within {self.timeout_s}s", True
             if not retryable or attempt >= self.retries:
-                raise EncoderUnavailable(f"{self.url} model {self.model_name}: {failure} (after {attempt + 1} tries)")
+                raise EncoderUnavailable(
+                    f"{self.url} model {self.model_name}: {failure} (after {attempt + 1} tries)"
+                )
             delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             attempt += 1
@@ -279,7 +298,9 @@ def encode_corpus(
 
     async def run() -> FloatArray:
         parts: list[FloatArray] = []
-        async with EncoderClient(url, model_name, timeout_s=timeout_s, retries=retries, max_in_flight=batch_size) as client:
+        async with EncoderClient(
+            url, model_name, timeout_s=timeout_s, retries=retries, max_in_flight=batch_size
+        ) as client:
             with tqdm(total=len(texts), unit="text", desc="encode", disable=not progress) as bar:
                 for start in range(0, len(texts), batch_size):
                     chunk = texts[start : start + batch_size]

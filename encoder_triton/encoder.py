@@ -263,7 +263,9 @@ class Encoder(torch.nn.Module):
         spans = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)[
             "offset_mapping"
         ]
-        return [head_tail_cut(text, offsets, budget, head) for text, offsets in zip(texts, spans, strict=True)]
+        return [
+            head_tail_cut(text, offsets, budget, head) for text, offsets in zip(texts, spans, strict=True)
+        ]
 
     def sentiment(self, embeddings: FloatArray) -> FloatArray:
         return anchor_sentiment(
@@ -284,4 +286,3 @@ class Encoder(torch.nn.Module):
                 raise InvalidText(exc.reason, f"text {index}: {exc.detail}") from None
         embeddings = self.embed(cleaned)
         return EncodedBatch(embeddings=embeddings, sentiment=self.sentiment(embeddings))
-

@@ -428,6 +428,9 @@ def load_catalogue(source: DataSource | Path) -> Catalogue:
     return build_catalogue(path)
 
 
-def catalogue_path(artifacts_dir: Path) -> Path:
-    """Where ``llmrec build-index`` saves the catalogue for the API and the worker."""
-    return artifacts_dir / "catalogue.jsonl.gz"
+CATALOGUE_FILE = "catalogue.jsonl.gz"
+
+
+def catalogue_path(index_dir: Path) -> Path:
+    """Where ``llmrec build-index`` saves the catalogue: inside the index folder, so both swap together."""
+    return index_dir / CATALOGUE_FILE

@@ -21,14 +21,13 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from llmrec.catalogue import Catalogue
+from llmrec.catalogue import Catalogue, catalogue_path
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
-from ranker.retrieval import INDEX_KINDS, IndexKind, ItemIndex, publish_dir
+from ranker.retrieval import INDEX_KINDS, META_FILE, IndexKind, ItemIndex, publish_dir
 
 log = get_logger(__name__)
 
-CATALOGUE_FILE = "catalogue.jsonl.gz"
 # Texts per call to the encoder: large enough to keep Triton's dynamic batcher full (its max batch is
 # 64), small enough that the progress bar moves every few seconds on 2 CPU cores.
 ENCODE_CHUNK = 256
@@ -103,7 +102,7 @@ def build_index(
     )
     with publish_dir(target) as staging:
         index.save(staging)
-        catalogue.save(staging / CATALOGUE_FILE)
+        catalogue.save(catalogue_path(staging))
     summary = IndexSummary(
         items=len(index),
         dim=index.dim,
@@ -124,13 +123,19 @@ def build_index(
     return summary
 
 
+def index_exists(index_dir: Path) -> bool:
+    """True when a complete index (vectors and catalogue) is published at ``index_dir``."""
+    folder = index_dir.resolve()
+    return (folder / META_FILE).is_file() and catalogue_path(folder).is_file()
+
+
 def load_artifacts(index_dir: Path) -> tuple[ItemIndex, Catalogue]:
     """The index and its catalogue from one published folder (resolved once: both from one version)."""
     folder = index_dir.resolve()
     if not folder.is_dir():
         raise FileNotFoundError(f"no index at {index_dir}; run `llmrec build-index`")
     index = ItemIndex.load(folder)
-    catalogue = Catalogue.load(folder / CATALOGUE_FILE)
+    catalogue = Catalogue.load(catalogue_path(folder))
     return index, catalogue
 
 

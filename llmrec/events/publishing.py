@@ -19,6 +19,7 @@ from llmrec.datasets.summary import ReplaySummary
 from llmrec.events.files import FileFormat, detect_format, read_event_file, read_jsonl
 from llmrec.events.producer import EventProducer, PublishError, topic_for
 from llmrec.events.schema import EventType
+from llmrec.events.topics import ensure_system_topics
 from llmrec.events.validation import AnyEvent
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
@@ -99,6 +100,8 @@ ProducerFactory = Callable[[Settings], EventSink]
 
 
 def _default_producer(settings: Settings) -> EventSink:
+    # The broker does not auto-create topics; creating them here (idempotent) lets a publish run first.
+    ensure_system_topics(settings.kafka)
     return EventProducer(settings.kafka)
 
 

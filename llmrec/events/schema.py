@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_TEXT_CHARS = 20_000
 # Far-future event times are almost always a unit mistake (ms for s); a day of clock skew is tolerated.
 MAX_FUTURE_SKEW = timedelta(days=1)

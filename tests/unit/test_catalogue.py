@@ -161,7 +161,7 @@ def test_lookups_texts_and_popularity(catalogue: Catalogue) -> None:
 
 
 def test_save_and_load_round_trip(catalogue: Catalogue, tmp_path: Path) -> None:
-    path = catalogue_path(tmp_path / "artifacts")
+    path = catalogue_path(tmp_path / "index")
     catalogue.save(path)
     first = path.read_bytes()
     loaded = load_catalogue(path)

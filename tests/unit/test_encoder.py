@@ -25,7 +25,9 @@ from encoder_triton.encoder import (
 )
 from llmrec.settings import Settings, TritonSettings
 
-REVIEWS = Path(Settings.model_fields["data_dir"].default) / "mal-reviews-evolshenanigans" / "anime_reviews.csv"
+REVIEWS = (
+    Path(Settings.model_fields["data_dir"].default) / "mal-reviews-evolshenanigans" / "anime_reviews.csv"
+)
 CONFIG = TritonSettings().repository / contract.DEFAULT_MODEL_NAME / "config.pbtxt"
 
 
@@ -116,8 +118,12 @@ def test_encoding_is_deterministic_and_independent_of_batching(encoder: Encoder)
     again = encoder.encode(texts)
     np.testing.assert_array_equal(batched.embeddings, again.embeddings)
     one_by_one = [encoder.encode([text]) for text in texts]
-    np.testing.assert_allclose(np.concatenate([r.embeddings for r in one_by_one]), batched.embeddings, atol=1e-5)
-    np.testing.assert_allclose(np.concatenate([r.sentiment for r in one_by_one]), batched.sentiment, atol=1e-5)
+    np.testing.assert_allclose(
+        np.concatenate([r.embeddings for r in one_by_one]), batched.embeddings, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.concatenate([r.sentiment for r in one_by_one]), batched.sentiment, atol=1e-5
+    )
 
 
 def test_positive_reviews_score_higher_than_negative_ones(encoder: Encoder) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmrec.catalogue import Catalogue, Item
-from llmrec.index_build import CATALOGUE_FILE, build_index, choose_kind, embed_texts, load_artifacts
+from llmrec.catalogue import CATALOGUE_FILE, Catalogue, Item
+from llmrec.index_build import build_index, choose_kind, embed_texts, load_artifacts
 from llmrec.settings import Settings
 from ranker.retrieval import load_item_vectors
 
