@@ -118,7 +118,10 @@ def inspect_python_env(root: Path) -> PythonEnv:
     python = root / "bin" / "python"
     if not python.exists():
         raise TritonSetupError(f"no Python environment at {root}")
-    code = "import sys, sysconfig; print(f'{sys.version_info[0]}.{sys.version_info[1]}'); print(sysconfig.get_config_var('LIBDIR'))"
+    code = (
+        "import sys, sysconfig; print(f'{sys.version_info[0]}.{sys.version_info[1]}'); "
+        "print(sysconfig.get_config_var('LIBDIR'))"
+    )
     out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True, timeout=60)
     version, libdir = out.stdout.split()
     return PythonEnv(root=root, version=version, libdir=Path(libdir))

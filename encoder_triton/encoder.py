@@ -50,14 +50,15 @@ NEGATIVE_ANCHORS: Final[tuple[str, ...]] = (
     "I had to force myself to finish it, painfully dull.",
 )
 
-# Calibration of the sentiment score for all-MiniLM-L6-v2, 128 tokens, 32 head tokens (encoder_triton/README.md):
-# margin d = mean cosine to the positive anchors - mean cosine to the negative anchors. On 500 real MAL
-# reviews the median d is 0.050 for "Recommended", 0.024 for "Mixed Feelings", 0.003 for "Not Recommended".
-# score = sigmoid((d - bias) / temperature): the bias centres "Mixed" at 0.5, and the temperature sets how
-# fast the score saturates: 0.025 maps the two medians to about 0.73 and 0.28, and the outer deciles to
-# about 0.96 and 0.06. Another backbone needs its own pair (run the calibration again).
-DEFAULT_SENTIMENT_TEMPERATURE: Final = 0.025
-DEFAULT_SENTIMENT_BIAS: Final = 0.025
+# Sentiment calibration for all-MiniLM-L6-v2 at 128 tokens with 32 head tokens. The margin
+# d = mean cosine to the positive anchors - mean cosine to the negative anchors has a median of 0.052 over
+# 200 MAL reviews tagged "Recommended" and 0.010 over 200 tagged "Not Recommended" (AUC 0.79).
+# score = sigmoid((d - bias) / temperature): the bias puts 0.5 halfway between the medians; the
+# temperature sets how fast the score saturates, here so that the median recommended review scores about
+# 0.73 and the median not-recommended one about 0.27 (outer deciles 0.97 and 0.03). Fitted by
+# ``python -m encoder_triton.calibration`` (0.0308, 0.0212) and rounded; another backbone needs its own.
+DEFAULT_SENTIMENT_TEMPERATURE: Final = 0.02
+DEFAULT_SENTIMENT_BIAS: Final = 0.03
 # Leading tokens kept when a text is longer than max_length; the rest of the budget goes to its end.
 # Reviews state their verdict at the end (keeping the end raised the sentiment AUC from 0.75 to 0.79 on
 # the calibration reviews and from 0.71 to 0.79 on the test reviews), while a synopsis opens with its
@@ -139,7 +140,8 @@ def anchor_sentiment(
         raise ValueError("temperature must be positive")
     margin = (embeddings @ positive.T).mean(axis=1) - (embeddings @ negative.T).mean(axis=1)
     logits = (margin.astype(np.float64) - bias) / temperature
-    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    scores: FloatArray = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    return scores
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,8 @@ class Encoder(torch.nn.Module):
 
     @property
     def dim(self) -> int:
-        return int(self.backbone.config.hidden_size)
+        config: Any = self.backbone.config
+        return int(config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token ids [n, t] -> unit-norm mean-pooled embeddings [n, dim] (padding excluded from the mean)."""

@@ -5,7 +5,7 @@ One JSON object per rejected message on ``<prefix>.deadletter.v1``, keyed like t
     {"reason": "schema_violation", "detail": "rating: ...", "topic": "llmrec.ratings.v1", "partition": 2,
      "offset": 1041, "key": "alice", "payload": "{...}", "payload_base64": "eyJ...", "failed_at": "...Z"}
 
-``reason`` is a stable code: one of ``llmrec.events.validation.RejectReason`` or ``WorkerRejectReason``.
+``reason`` is a stable code from ``llmrec.events.validation.RejectReason``.
 ``payload`` is the original bytes as text (undecodable bytes replaced) for people; ``payload_base64`` is
 the exact bytes, for a replay.
 """
@@ -17,17 +17,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Protocol
-
-
-class WorkerRejectReason(StrEnum):
-    """Reasons found after validation, by the worker itself."""
-
-    # The encoder refused the review text as bad input (e.g. nothing left after normalisation).
-    ENCODER_REJECTED = "encoder_rejected"
-    # A valid event whose signal could not be computed (a non-finite strength): a gap in validation.
-    INVALID_SIGNAL = "invalid_signal"
 
 
 class SinkUnavailable(Exception):

@@ -4,7 +4,8 @@ For a batch (one topic, up to ``worker.batch_size`` messages):
 1. validate each message against its topic's event type; reject events about items the recommender
    does not know (no embedding in the item index);
 2. score the reviews' sentiment with the encoder (retried while Triton is unavailable: reviews wait,
-   they are never dropped; a text the encoder rejects as bad input is dead-lettered);
+   they are never dropped; a text the encoder rejects as bad input is dead-lettered); reviews already
+   in the ledger (a replay) skip the encoder;
 3. turn each valid event into a ledger entry with its signal strength (``ranker.preferences``);
 4. apply all entries in one store transaction (retried whole on transient database errors: the ledger
    is keyed by event id, so a retry or a redelivery applies nothing twice);
@@ -20,9 +21,10 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import numpy as np
 
@@ -40,11 +42,12 @@ from ranker.preferences import (
     apply_contributions,
     event_strength,
 )
-from stream.deadletter import DeadLetter, DeadLetterSink, SinkUnavailable, WorkerRejectReason
+from stream.deadletter import DeadLetter, DeadLetterSink, SinkUnavailable
 from stream.item_vectors import ItemVectors
 from stream.retry import Backoff, Sleep, retry_transient
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,11 @@ class PreferenceUpdater:
 
 
 @dataclass
+class _Tally:
+    retries: int = 0
+
+
+@dataclass
 class _Valid:
     message: RawMessage
     event: AnyEvent
@@ -175,6 +183,8 @@ class BatchProcessor:
 
     async def process(self, batch: Sequence[RawMessage]) -> BatchResult:
         started = time.perf_counter()
+        # One processor serves all three agents at once: per-batch counters live here, not on self.
+        tally = _Tally()
         valid: list[_Valid] = []
         letters: list[DeadLetter] = []
         for message in batch:
@@ -183,33 +193,15 @@ class BatchProcessor:
             except InvalidEvent as exc:
                 letters.append(self._letter(message, exc.reason.value, exc.detail))
 
-        retries = 0
-        known = 0
+        valid, known = await self._drop_known_reviews(valid, tally)
         reviews = [v for v in valid if isinstance(v.event, ReviewEvent)]
-        if reviews:
-            # A redelivered or replayed review is already in the ledger: skip the encoder's work for it.
-            seen, retries_db = await retry_transient(
-                lambda: self._store.known_event_ids([r.event.event_id for r in reviews]),
-                transient=(StoreUnavailable,),
-                what="store.known_event_ids",
-                backoff=self._backoff,
-                sleep=self._sleep,
-            )
-            retries += retries_db
-            if seen:
-                known = sum(1 for r in reviews if r.event.event_id in seen)
-                valid = [
-                    v for v in valid if not (v.event.event_id in seen and isinstance(v.event, ReviewEvent))
-                ]
-                reviews = [r for r in reviews if r.event.event_id not in seen]
         encoder_s = 0.0
         if reviews:
             t0 = time.perf_counter()
-            rejected, retries_enc = await self._score_reviews(reviews)
+            rejected = await self._score_reviews(reviews, tally)
             encoder_s = time.perf_counter() - t0
-            retries += retries_enc
             for item, detail in rejected:
-                letters.append(self._letter(item.message, WorkerRejectReason.ENCODER_REJECTED.value, detail))
+                letters.append(self._letter(item.message, RejectReason.ENCODER_REJECTED.value, detail))
             rejected_ids = {id(item) for item, _ in rejected}
             valid = [v for v in valid if id(v) not in rejected_ids]
 
@@ -218,31 +210,28 @@ class BatchProcessor:
             try:
                 entries.append(self._entry(item))
             except ValueError as exc:
-                letters.append(self._letter(item.message, WorkerRejectReason.INVALID_SIGNAL.value, str(exc)))
+                letters.append(self._letter(item.message, RejectReason.INVALID_SIGNAL.value, str(exc)))
 
         applied, duplicates = 0, known
         t0 = time.perf_counter()
         if entries:
-            result, retries_db = await retry_transient(
+            # One transaction for the whole batch, retried whole: the ledger skips what a failed attempt
+            # might have committed (it commits all or nothing, but a lost COMMIT reply looks like a failure).
+            result = await self._retry(
                 lambda: self._store.apply_batch(entries, self._updater),
-                transient=(StoreUnavailable,),
-                what="store.apply_batch",
-                backoff=self._backoff,
-                sleep=self._sleep,
+                StoreUnavailable,
+                "store.apply_batch",
+                tally,
             )
             applied, duplicates = result.applied, duplicates + result.duplicates
-            retries += retries_db
         store_s = time.perf_counter() - t0
 
         if letters:
-            _, retries_dlq = await retry_transient(
-                lambda: self._dead_letters.send(letters),
-                transient=(SinkUnavailable,),
-                what="dead_letter.send",
-                backoff=self._backoff,
-                sleep=self._sleep,
+            # After the store: a crash in between redelivers the batch, and the ledger then turns the valid
+            # events into duplicates, so each dead letter is sent about once.
+            await self._retry(
+                lambda: self._dead_letters.send(letters), SinkUnavailable, "dead_letter.send", tally
             )
-            retries += retries_dlq
 
         reasons = Counter(letter.reason for letter in letters)
         latency = time.perf_counter() - started
@@ -256,7 +245,7 @@ class BatchProcessor:
             duplicates=duplicates,
             dead_lettered=len(letters),
             reasons=dict(reasons),
-            retries=retries,
+            retries=tally.retries,
             encoder_ms=round(encoder_s * 1000, 1),
             store_ms=round(store_s * 1000, 1),
             latency_ms=round(latency * 1000, 1),
@@ -267,7 +256,7 @@ class BatchProcessor:
             duplicates=duplicates,
             dead_lettered=len(letters),
             reasons=dict(reasons),
-            retries=retries,
+            retries=tally.retries,
             latency_s=latency,
         )
 
@@ -279,29 +268,51 @@ class BatchProcessor:
             raise InvalidEvent(RejectReason.UNKNOWN_ITEM, f"item {event.item_id} is not in the item index")
         return event
 
-    async def _score_reviews(self, reviews: list[_Valid]) -> tuple[list[tuple[_Valid, str]], int]:
-        """Set each review's sentiment. Returns the reviews the encoder rejected as bad input (with its
-        reason) and the number of failed attempts while it was unavailable."""
+    async def _retry(
+        self, operation: Callable[[], Awaitable[T]], transient: type[Exception], what: str, tally: _Tally
+    ) -> T:
+        result, failed = await retry_transient(
+            operation, transient=(transient,), what=what, backoff=self._backoff, sleep=self._sleep
+        )
+        tally.retries += failed
+        return result
+
+    async def _drop_known_reviews(self, valid: list[_Valid], tally: _Tally) -> tuple[list[_Valid], int]:
+        """A redelivered or replayed review is already in the ledger: skip the encoder's work for it.
+        Returns the remaining events and how many reviews were dropped (they count as duplicates)."""
+        ids = [v.event.event_id for v in valid if isinstance(v.event, ReviewEvent)]
+        if not ids:
+            return valid, 0
+        seen = await self._retry(
+            lambda: self._store.known_event_ids(ids), StoreUnavailable, "store.known_event_ids", tally
+        )
+        if not seen:
+            return valid, 0
+        kept = [v for v in valid if not (isinstance(v.event, ReviewEvent) and v.event.event_id in seen)]
+        return kept, len(valid) - len(kept)
+
+    async def _score_reviews(self, reviews: list[_Valid], tally: _Tally) -> list[tuple[_Valid, str]]:
+        """Set each review's sentiment; return the reviews the encoder rejected as bad input, with the
+        reason. Waits (retrying) while the encoder is unavailable."""
         texts = [r.event.text for r in reviews if isinstance(r.event, ReviewEvent)]
         rejected: dict[int, str] = {}
         try:
-            result, failed = await retry_transient(
+            result = await self._retry(
                 lambda: self._encoder.embed_and_score(texts),
-                transient=(EncoderUnavailable,),
-                what="encoder.embed_and_score",
-                backoff=self._backoff,
-                sleep=self._sleep,
+                EncoderUnavailable,
+                "encoder.embed_and_score",
+                tally,
             )
         except EncoderRejected as exc:
             # Only some texts are bad; the others' scores come with the error.
-            result, failed, rejected = exc.partial, 0, exc.rejected
+            result, rejected = exc.partial, exc.rejected
         scores = np.asarray(result.sentiment, dtype=np.float64).reshape(-1)
         if len(scores) != len(texts):
             raise RuntimeError(f"encoder returned {len(scores)} scores for {len(texts)} texts")
         for index, review in enumerate(reviews):
             if index not in rejected:
                 review.sentiment = float(scores[index])
-        return [(reviews[i], reason) for i, reason in sorted(rejected.items())], failed
+        return [(reviews[i], reason) for i, reason in sorted(rejected.items())]
 
     def _entry(self, item: _Valid) -> LedgerEntry:
         event = item.event

@@ -30,6 +30,10 @@ class RejectReason(StrEnum):
     SCHEMA_VIOLATION = "schema_violation"
     NON_FINITE_NUMBER = "non_finite_number"
     UNKNOWN_ITEM = "unknown_item"
+    # Found by the worker after validation: the encoder refused the review text as bad input.
+    ENCODER_REJECTED = "encoder_rejected"
+    # A valid event whose signal could not be computed (a non-finite strength): a gap in validation.
+    INVALID_SIGNAL = "invalid_signal"
 
 
 @dataclass(frozen=True)

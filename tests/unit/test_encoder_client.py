@@ -11,9 +11,9 @@ from tritonclient.utils import InferenceServerException
 
 from encoder_triton import contract
 from encoder_triton.client import (
-    EncodeResult,
     EncoderClient,
     EncoderError,
+    EncodeResult,
     EncoderRejected,
     EncoderUnavailable,
     TextEncoder,
