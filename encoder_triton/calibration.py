@@ -46,9 +46,9 @@ def fit(good: FloatArray, bad: FloatArray, target: float = 0.73) -> Calibration:
 def margins(encoder: Encoder, texts: Sequence[str]) -> FloatArray:
     """Mean cosine to the positive anchors minus mean cosine to the negative ones (before the logistic)."""
     embeddings = encoder.embed([validate_text(text) for text in texts])
-    margin: FloatArray = (embeddings @ encoder._positive.T).mean(axis=1) - (embeddings @ encoder._negative.T).mean(
-        axis=1
-    )
+    margin: FloatArray = (embeddings @ encoder._positive.T).mean(axis=1) - (
+        embeddings @ encoder._negative.T
+    ).mean(axis=1)
     return margin
 
 
@@ -68,7 +68,9 @@ def load_tagged_reviews(folder: Path) -> dict[str, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("reviews", type=Path, help="folder with the Matthew1906 reviews_*.csv files")
     parser.add_argument("--model", type=Path, default=None, help="local Hugging Face model folder")
     parser.add_argument("--per-class", type=int, default=200)

@@ -111,7 +111,7 @@ class TritonPythonModel:
                             pb_utils.Tensor(contract.OUTPUT_SENTIMENT, sentiment[start:end]),
                         ]
                     )
-        return responses  # type: ignore[return-value]  # every slot was filled above
+        return responses  # every slot was filled above: one response per request, in order
 
     def finalize(self) -> None:
         self.encoder = None  # type: ignore[assignment]
