@@ -13,7 +13,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(BIN)/pip install --quiet uv==0.9.30
-	$(UV) pip install --python $(BIN)/python -e '.[dev]'
+	$(UV) pip install --python $(BIN)/python --compile-bytecode -e '.[dev]'
+	# Triton's Python backend runs model.py in its own environment (NumPy 1.x): see deploy/triton.py.
+	$(BIN)/python -c "from deploy.triton import ensure_server_env; ensure_server_env()"
 	@touch $(STAMP)
 
 demo: install

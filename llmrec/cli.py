@@ -133,7 +133,9 @@ def build_index(ctx: click.Context) -> None:
 @click.option("--genre", "genres", multiple=True, help="Only items with one of these genres.")
 @click.option("--exclude-genre", "exclude", multiple=True, help="Drop items with any of these genres.")
 @click.pass_context
-def recommend(ctx: click.Context, user_id: str, k: int, genres: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+def recommend(
+    ctx: click.Context, user_id: str, k: int, genres: tuple[str, ...], exclude: tuple[str, ...]
+) -> None:
     """Ask the running API for a user's recommendations."""
     from grpc_api.client import RecommenderClient
     from llmrec.render import recommendations_table

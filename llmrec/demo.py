@@ -58,7 +58,9 @@ def _pick_new_genre(profile_genres: list[str], catalogue: Catalogue) -> str:
     return NEW_EVENTS_GENRE_CANDIDATES[0]
 
 
-def _new_events(user_id: str, genre: str, catalogue: Catalogue, seen: set[int]) -> list[RatingEvent | ReviewEvent]:
+def _new_events(
+    user_id: str, genre: str, catalogue: Catalogue, seen: set[int]
+) -> list[RatingEvent | ReviewEvent]:
     """Five top ratings and one glowing review for popular titles of a genre the user has not shown."""
     candidates = sorted(
         (item for item in catalogue if genre in item.genres and item.item_id not in seen),
@@ -67,16 +69,28 @@ def _new_events(user_id: str, genre: str, catalogue: Catalogue, seen: set[int]) 
     now = datetime.now(UTC)
     run = uuid.uuid4().hex[:8]
     events: list[RatingEvent | ReviewEvent] = [
-        RatingEvent(event_id=f"demo-{run}-r{n}", user_id=user_id, item_id=item.item_id,
-                    event_time=now - timedelta(seconds=10 - n), rating=10.0, source="demo")
+        RatingEvent(
+            event_id=f"demo-{run}-r{n}",
+            user_id=user_id,
+            item_id=item.item_id,
+            event_time=now - timedelta(seconds=10 - n),
+            rating=10.0,
+            source="demo",
+        )
         for n, item in enumerate(candidates[:5])
     ]
     if len(candidates) > 5:
         events.append(
-            ReviewEvent(event_id=f"demo-{run}-v", user_id=user_id, item_id=candidates[5].item_id,
-                        event_time=now, source="demo", rating=10.0,
-                        text=f"An absolute masterpiece of {genre.lower()}. I loved every episode, the characters "
-                             "are wonderful and the ending moved me. One of the best shows I have ever seen.")
+            ReviewEvent(
+                event_id=f"demo-{run}-v",
+                user_id=user_id,
+                item_id=candidates[5].item_id,
+                event_time=now,
+                source="demo",
+                rating=10.0,
+                text=f"An absolute masterpiece of {genre.lower()}. I loved every episode, the characters "
+                "are wonderful and the ending moved me. One of the best shows I have ever seen.",
+            )
         )
     return events
 
@@ -121,8 +135,10 @@ def run_demo(settings: Settings, keep_running: bool = False) -> int:
         # always the shipped sample's (all events of 279 real users, about 10k): the full data's 492k events
         # take minutes more on 2 cores; `llmrec replay` streams them all.
         summary = replay(settings, source="sample", catalogue=catalogue, progress=True)
-        console.print(f"published {summary.delivered} events from {summary.source} "
-                      f"({dict(summary.by_type)}) in {summary.elapsed_s:.1f} s")
+        console.print(
+            f"published {summary.delivered} events from {summary.source} "
+            f"({dict(summary.by_type)}) in {summary.elapsed_s:.1f} s"
+        )
         waited = wait_until_consumed(settings.kafka, timeout_s=900.0)
         console.print(f"worker caught up {waited:.1f} s after the last publish")
 
@@ -130,11 +146,16 @@ def run_demo(settings: Settings, keep_running: bool = False) -> int:
         users = _active_users(settings.postgres.dsn.get_secret_value(), USERS_SHOWN)
         with RecommenderClient(settings.api.target) as client:
             _show_users(client, users)
-            anchor = SIMILAR_TO if SIMILAR_TO in catalogue else max(catalogue, key=lambda i: i.members or 0).item_id
+            anchor = (
+                SIMILAR_TO
+                if SIMILAR_TO in catalogue
+                else max(catalogue, key=lambda i: i.members or 0).item_id
+            )
             console.print(f"Items similar to {catalogue[anchor].title}:")
             similar_table(anchor, client.similar_items(anchor, k=8))
-            recommendations_table(client.recommend("someone-new", k=5),
-                                  title="A user the system has never seen (cold start)")
+            recommendations_table(
+                client.recommend("someone-new", k=5), title="A user the system has never seen (cold start)"
+            )
 
             console.rule("[bold]4. New events change one user's recommendations")
             if users:

@@ -35,7 +35,9 @@ def items_table(title: str, items: Sequence[ScoredItem], marks: Sequence[str] | 
 
 
 def recommendations_table(answer: Recommendations, title: str | None = None) -> None:
-    heading = title or f"Recommendations for {answer.user_id} ({answer.strategy}, model {answer.model_version})"
+    heading = (
+        title or f"Recommendations for {answer.user_id} ({answer.strategy}, model {answer.model_version})"
+    )
     console.print(items_table(heading, answer.items))
 
 
@@ -64,7 +66,9 @@ def profile_table(profile: UserProfile) -> None:
     table = Table(title=f"Profile of {profile.user_id}", title_justify="left")
     table.add_column("field")
     table.add_column("value", overflow="fold")
-    table.add_row("ratings / reviews / watch events", f"{profile.ratings} / {profile.reviews} / {profile.watch_events}")
+    table.add_row(
+        "ratings / reviews / watch events", f"{profile.ratings} / {profile.reviews} / {profile.watch_events}"
+    )
     table.add_row("top genres", ", ".join(f"{g.genre} ({g.weight:.2f})" for g in profile.top_genres) or "-")
     table.add_row("last event", profile.last_event_time.isoformat() if profile.last_event_time else "-")
     table.add_row("updated", profile.updated_at.isoformat() if profile.updated_at else "-")

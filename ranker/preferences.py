@@ -6,7 +6,7 @@ interacted with (the paper's component 3):
     profile(t_ref) = sum_e  s_e * alpha ** ((t_ref - t_e) / unit) * v(item_e)
 
 ``s_e`` is the event's signal strength built from the paper's Table 6 weights (rating 0.4, review
-sentiment 0.3, viewing history 0.2, completion 0.1); ``alpha`` = 0.95 per ``unit`` (one week by default).
+sentiment 0.3, viewing history 0.2, completion 0.1); ``alpha`` = 0.95 per ``unit`` (30 days by default).
 
 Design choices the paper leaves open, decided here:
 - The state is kept *at a reference time* ``t_ref`` = the latest event time seen. An older event arriving
@@ -71,10 +71,10 @@ class SignalWeights:
 
 @dataclass(frozen=True)
 class DecayPolicy:
-    """``alpha`` per ``unit_s`` seconds: alpha = 0.95 per week means a year-old event weighs 0.07."""
+    """``alpha`` per ``unit_s`` seconds: alpha = 0.95 per 30 days means a year-old event weighs 0.54."""
 
     alpha: float = 0.95
-    unit_s: float = 7 * 24 * 3600.0
+    unit_s: float = 30 * 24 * 3600.0
 
     def factor(self, age_s: float) -> float:
         """Weight of an event ``age_s`` seconds older than the reference time (1.0 for age <= 0)."""

@@ -75,17 +75,23 @@ def parse_event(raw: bytes | None, expected_type: EventType | None = None) -> An
     except UnicodeDecodeError as exc:
         raise InvalidEvent(RejectReason.INVALID_UTF8, str(exc)) from None
     try:
-        payload = json.loads(text, parse_constant=_reject_constant, parse_float=lambda s: _check_finite(float(s)))
+        payload = json.loads(
+            text, parse_constant=_reject_constant, parse_float=lambda s: _check_finite(float(s))
+        )
     except InvalidEvent:
         raise
     except (json.JSONDecodeError, RecursionError) as exc:
         raise InvalidEvent(RejectReason.INVALID_JSON, str(exc)[:200]) from None
     if not isinstance(payload, dict):
-        raise InvalidEvent(RejectReason.NOT_AN_OBJECT, f"expected a JSON object, got {type(payload).__name__}")
+        raise InvalidEvent(
+            RejectReason.NOT_AN_OBJECT, f"expected a JSON object, got {type(payload).__name__}"
+        )
     event_type = payload.get("event_type")
     if event_type not in {t.value for t in EventType}:
-        raise InvalidEvent(RejectReason.UNKNOWN_EVENT_TYPE, f"event_type {event_type!r} is not one of "
-                           f"{sorted(t.value for t in EventType)}")
+        raise InvalidEvent(
+            RejectReason.UNKNOWN_EVENT_TYPE,
+            f"event_type {event_type!r} is not one of {sorted(t.value for t in EventType)}",
+        )
     if expected_type is not None and event_type != expected_type.value:
         raise InvalidEvent(RejectReason.WRONG_TOPIC, f"{event_type} event on the {expected_type.value} topic")
     try:

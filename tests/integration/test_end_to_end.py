@@ -48,8 +48,9 @@ def stack_settings(
     catalogue = small_catalogue()
 
     def embed(texts: list[str]):  # type: ignore[no-untyped-def]
-        return encode_corpus(texts, settings.triton.grpc_url, settings.triton.model_name,
-                             batch_size=len(texts), progress=False)
+        return encode_corpus(
+            texts, settings.triton.grpc_url, settings.triton.model_name, batch_size=len(texts), progress=False
+        )
 
     build_index(settings, catalogue, embed, progress=False)
     stack.up(settings, only=("worker", "api"), quiet=True)
@@ -64,14 +65,24 @@ def sports_fan_events(user_id: str, catalogue: Catalogue) -> list[AnyEvent]:
     sports = [item for item in catalogue if GENRE in item.genres]
     start = datetime(2025, 6, 1, tzinfo=UTC)
     events: list[AnyEvent] = [
-        RatingEvent(event_id=f"{user_id}-r{n}", user_id=user_id, item_id=item.item_id,
-                    event_time=start + timedelta(hours=n), rating=10.0)
+        RatingEvent(
+            event_id=f"{user_id}-r{n}",
+            user_id=user_id,
+            item_id=item.item_id,
+            event_time=start + timedelta(hours=n),
+            rating=10.0,
+        )
         for n, item in enumerate(sports[:4])
     ]
     events.append(
-        ReviewEvent(event_id=f"{user_id}-v", user_id=user_id, item_id=sports[4].item_id,
-                    event_time=start + timedelta(days=1), rating=9.0,
-                    text="Wonderful. The matches are thrilling and the team's friendship moved me; I loved it.")
+        ReviewEvent(
+            event_id=f"{user_id}-v",
+            user_id=user_id,
+            item_id=sports[4].item_id,
+            event_time=start + timedelta(days=1),
+            rating=9.0,
+            text="Wonderful. The matches are thrilling and the team's friendship moved me; I loved it.",
+        )
     )
     return events
 

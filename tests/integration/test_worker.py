@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import psycopg
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from deploy.env import settings_env
+from llmrec.events.lag import consumer_lag
 from llmrec.events.producer import EventProducer
 from llmrec.events.schema import RatingEvent, ReviewEvent, WatchEvent, WatchStatus
 from llmrec.events.topics import ensure_system_topics
@@ -166,27 +167,7 @@ def read_topic(
 
 def caught_up(settings: Settings) -> bool:
     """True when the worker's group has committed every event topic up to its end."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap,
-            "group.id": settings.kafka.consumer_group,
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        partitions = [
-            TopicPartition(t, p)
-            for t in settings.kafka.event_topics
-            for p in range(settings.kafka.partitions)
-        ]
-        committed = consumer.committed(partitions, timeout=10)
-        for tp in committed:
-            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10)
-            if high > 0 and tp.offset < high:
-                return False
-        return True
-    finally:
-        consumer.close()
+    return not any(consumer_lag(settings.kafka, settings.kafka.event_topics).values())
 
 
 def valid_events(prefix: str, count: int) -> list[AnyEvent]:

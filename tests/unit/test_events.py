@@ -56,7 +56,10 @@ def test_event_time_is_normalised_to_utc() -> None:
         (raw(event_type="rating", rating=5, item_id=-3), RejectReason.SCHEMA_VIOLATION),
         (raw(event_type="rating", rating=5, item_id=True), RejectReason.SCHEMA_VIOLATION),
         (raw(event_type="rating", rating=5, user_id=""), RejectReason.SCHEMA_VIOLATION),
-        (raw(event_type="rating", rating=5, event_time="1969-12-31T00:00:00Z"), RejectReason.SCHEMA_VIOLATION),
+        (
+            raw(event_type="rating", rating=5, event_time="1969-12-31T00:00:00Z"),
+            RejectReason.SCHEMA_VIOLATION,
+        ),
         (raw(event_type="rating", rating=5, event_time="2024-03-01T12:00:00"), RejectReason.SCHEMA_VIOLATION),
         (raw(event_type="review", text="   "), RejectReason.SCHEMA_VIOLATION),
         (raw(event_type="review", text="bad \x00 byte"), RejectReason.SCHEMA_VIOLATION),

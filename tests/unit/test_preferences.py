@@ -25,7 +25,7 @@ from ranker.preferences import (
     watch_signal,
 )
 
-WEEK = 7 * 24 * 3600.0
+UNIT = 30 * 24 * 3600.0  # the default decay unit
 W = SignalWeights()
 DECAY = DecayPolicy()
 T = datetime(2024, 5, 1, tzinfo=UTC)
@@ -46,8 +46,8 @@ def fold(contributions: list[Contribution], dim: int = 3) -> PreferenceState:
 def test_decay_is_one_for_fresh_events_and_alpha_after_one_unit() -> None:
     assert DECAY.factor(0.0) == 1.0
     assert DECAY.factor(-5.0) == 1.0
-    assert DECAY.factor(WEEK) == pytest.approx(0.95)
-    assert DECAY.factor(52 * WEEK) == pytest.approx(0.95**52)
+    assert DECAY.factor(UNIT) == pytest.approx(0.95)
+    assert DECAY.factor(12 * UNIT) == pytest.approx(0.95**12)
 
 
 @given(st.floats(0, 1e9), st.floats(0, 1e9))
@@ -58,16 +58,16 @@ def test_decay_is_monotone_in_age(a: float, b: float) -> None:
 
 
 def test_a_late_older_event_counts_less_than_the_same_event_fresh() -> None:
-    fresh = fold([Contribution(unit(1, 0, 0), 0.4, 10 * WEEK)])
-    late = fold([Contribution(unit(0, 1, 0), 0.4, 10 * WEEK), Contribution(unit(1, 0, 0), 0.4, 0.0)])
+    fresh = fold([Contribution(unit(1, 0, 0), 0.4, 10 * UNIT)])
+    late = fold([Contribution(unit(0, 1, 0), 0.4, 10 * UNIT), Contribution(unit(1, 0, 0), 0.4, 0.0)])
     assert late.vector_sum[0] == pytest.approx(0.4 * 0.95**10, rel=1e-5)
     assert fresh.vector_sum[0] == pytest.approx(0.4)
-    assert late.ref_time_s == 10 * WEEK
+    assert late.ref_time_s == 10 * UNIT
 
 
 def test_a_newer_event_decays_the_existing_state_forward() -> None:
     state = fold([Contribution(unit(1, 0, 0), 0.4, 0.0)])
-    state = apply_contributions(state, [Contribution(unit(0, 1, 0), 0.4, 2 * WEEK)], DECAY)
+    state = apply_contributions(state, [Contribution(unit(0, 1, 0), 0.4, 2 * UNIT)], DECAY)
     assert state.vector_sum[0] == pytest.approx(0.4 * 0.95**2, rel=1e-5)
     assert state.vector_sum[1] == pytest.approx(0.4)
     assert state.weight_sum == pytest.approx(0.4 * 0.95**2 + 0.4)
@@ -146,9 +146,9 @@ def test_non_finite_contributions_are_refused() -> None:
 def test_every_arrival_order_gives_the_same_state() -> None:
     events = [
         Contribution(unit(1, 0, 0), 0.4, 0.0),
-        Contribution(unit(0, 1, 0), -0.2, 3 * WEEK),
-        Contribution(unit(0, 0, 1), 0.3, 1.5 * WEEK),
-        Contribution(unit(1, 1, 0), 0.1, 3 * WEEK),
+        Contribution(unit(0, 1, 0), -0.2, 3 * UNIT),
+        Contribution(unit(0, 0, 1), 0.3, 1.5 * UNIT),
+        Contribution(unit(1, 1, 0), 0.1, 3 * UNIT),
     ]
     reference = fold(events)
     for order in itertools.permutations(events):
@@ -159,7 +159,7 @@ def test_every_arrival_order_gives_the_same_state() -> None:
 
 
 def test_folding_in_two_batches_equals_folding_at_once() -> None:
-    events = [Contribution(unit(1, 0, i), 0.1 * i, i * WEEK) for i in range(1, 6)]
+    events = [Contribution(unit(1, 0, i), 0.1 * i, i * UNIT) for i in range(1, 6)]
     once = fold(events)
     twice = apply_contributions(fold(events[3:]), events[:3], DECAY)
     np.testing.assert_allclose(twice.vector_sum, once.vector_sum, rtol=1e-5)
@@ -175,7 +175,7 @@ _contribution = st.builds(
     lambda v, s, t: Contribution(unit(*v), s, t),
     _vector,
     st.floats(-0.8, 0.8, allow_nan=False),
-    st.floats(0.0, 10 * 52 * WEEK, allow_nan=False),
+    st.floats(0.0, 10 * 52 * UNIT, allow_nan=False),
 )
 
 
