@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -269,7 +270,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=_default_data_dir())
     parser.add_argument("--out-dir", type=Path, default=SAMPLE_DIR)
     parser.add_argument("--no-verify", action="store_true", help="skip the comparison with the full data")
+    parser.add_argument(
+        "--check", action="store_true", help="rebuild into a temporary folder and fail if --out-dir differs"
+    )
     args = parser.parse_args(argv)
+    if args.check:
+        with tempfile.TemporaryDirectory() as scratch:
+            build_sample(args.data_dir, Path(scratch))
+            built = {p.relative_to(scratch): p.read_bytes() for p in Path(scratch).rglob("*.gz")}
+            shipped = {p.relative_to(args.out_dir): p.read_bytes() for p in args.out_dir.rglob("*.gz")}
+        stale = sorted(
+            str(name) for name in built.keys() | shipped.keys() if built.get(name) != shipped.get(name)
+        )
+        if stale:
+            sys.stderr.write(f"shipped sample is stale, rerun python -m llmrec.sample_data.build: {stale}\n")
+            return 1
     report = build_sample(args.data_dir, args.out_dir)
     lines = [f"users: {report.users}", f"rows: {report.rows}", f"catalogue items: {report.items}"]
     lines += [f"  {size:>9,}  {name}" for name, size in report.files.items()]

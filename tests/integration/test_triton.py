@@ -7,7 +7,6 @@ time while their batch-mates succeed, and merge concurrent requests into fewer e
 from __future__ import annotations
 
 import asyncio
-import csv
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
@@ -30,19 +29,16 @@ from encoder_triton.client import (
     encode_corpus,
 )
 from encoder_triton.encoder import Encoder
-from llmrec.settings import Settings, TritonSettings
+from llmrec.settings import TritonSettings
+from tests.sample_reviews import review_texts
 
 pytestmark = pytest.mark.integration
 
-REVIEWS = (
-    Path(Settings.model_fields["data_dir"].default) / "mal-reviews-evolshenanigans" / "anime_reviews.csv"
-)
 ATOL = 1e-4
 
 
 def _reviews(count: int) -> list[str]:
-    with REVIEWS.open(newline="", encoding="utf-8") as handle:
-        return [row["review"] for _, row in zip(range(count), csv.DictReader(handle), strict=False)]
+    return review_texts(count)
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 import pytest
 from google.protobuf import text_format
@@ -23,11 +20,9 @@ from encoder_triton.encoder import (
     normalise_text,
     validate_text,
 )
-from llmrec.settings import Settings, TritonSettings
+from llmrec.settings import TritonSettings
+from tests.sample_reviews import review_texts
 
-REVIEWS = (
-    Path(Settings.model_fields["data_dir"].default) / "mal-reviews-evolshenanigans" / "anime_reviews.csv"
-)
 CONFIG = TritonSettings().repository / contract.DEFAULT_MODEL_NAME / "config.pbtxt"
 
 
@@ -96,9 +91,7 @@ def encoder() -> Encoder:
 
 
 def _reviews(keep: int, low: int, high: int) -> list[str]:
-    with REVIEWS.open(newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.DictReader(handle) if low <= int(row["score"]) <= high]
-    return [row["review"] for row in rows[:keep]]
+    return review_texts(keep, low, high)
 
 
 def test_embeddings_are_unit_norm_with_the_backbone_width(encoder: Encoder) -> None:
@@ -127,7 +120,7 @@ def test_encoding_is_deterministic_and_independent_of_batching(encoder: Encoder)
 
 
 def test_positive_reviews_score_higher_than_negative_ones(encoder: Encoder) -> None:
-    """Real MAL reviews: the first ten scored 10/10 against the first ten scored 1 or 2 (file order)."""
+    """Real MAL reviews: the first ten scored 10/10 against the first ten scored 1 or 2 (sample order)."""
     loved = encoder.encode(_reviews(10, 10, 10)).sentiment
     hated = encoder.encode(_reviews(10, 1, 2)).sentiment
     assert loved.mean() > hated.mean() + 0.1

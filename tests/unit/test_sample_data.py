@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
-
-import pytest
 
 from llmrec.data_source import SAMPLE_DIR, DataKind, has_mal_data, sample_source
 from llmrec.datasets import AZATHOTH_LISTS, REVIEWS, WATCHLISTS, collect_events
 from llmrec.events.schema import ReviewEvent
-from llmrec.sample_data.build import SAMPLE_MAX_BYTES, build_sample, sample_size, verify_sample
-from llmrec.settings import Settings
-
-FULL_DATA = Settings().data_dir
-needs_full_data = pytest.mark.skipif(not has_mal_data(FULL_DATA), reason=f"full data not at {FULL_DATA}")
+from llmrec.sample_data.build import SAMPLE_MAX_BYTES, sample_size
 
 
 def test_shipped_sample_is_under_the_size_limit() -> None:
@@ -40,18 +33,5 @@ def test_shipped_sample_replays_like_real_data() -> None:
     assert sum(1 for item in replay.catalogue if item.has_synopsis) > 1000
 
 
-@needs_full_data
-def test_builder_reproduces_the_shipped_files(tmp_path: Path) -> None:
-    report = build_sample(FULL_DATA, tmp_path)
-    assert report.total_bytes < SAMPLE_MAX_BYTES
-    built = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*.gz")}
-    shipped = {p.relative_to(SAMPLE_DIR): p.read_bytes() for p in SAMPLE_DIR.rglob("*.gz")}
-    assert built.keys() == shipped.keys()
-    stale = sorted(str(name) for name in built if built[name] != shipped[name])
-    assert not stale, f"shipped sample is stale, rerun python -m llmrec.sample_data.build: {stale}"
-
-
-@needs_full_data
-def test_sample_equals_full_data_for_its_users() -> None:
-    events, items = verify_sample(FULL_DATA, SAMPLE_DIR)
-    assert events > 3000 and items > 1000
+# Reproducibility and faithfulness against the full data are checked by
+# `python -m llmrec.sample_data.build --check` (it needs ../shared/data, which a clone may not have).

@@ -232,7 +232,7 @@ async def test_top_genres_weigh_recent_and_strong_signals(
     store.add_user(
         "mixed",
         [
-            Interaction(SCI_FI[0], 0.4, T0 - timedelta(days=365), rating=9.0),  # old: decayed to ~7%
+            Interaction(SCI_FI[0], 0.4, T0 - timedelta(days=4 * 365), rating=9.0),  # old: decayed to ~8%
             Interaction(romance[0], 0.3, T0, rating=8.0),
             Interaction(romance[1], -0.2, T0, rating=3.0),  # disliked: counts against Romance
         ],
