@@ -181,7 +181,13 @@ def ensure_server_env(root: Path = DEFAULT_SERVER_ENV, project: Path = REPO_ROOT
     import ``encoder_triton``.
     """
     requirements, constraints = server_env_spec()
-    spec = {"python": sys.version.split()[0], "requirements": requirements, "constraints": constraints}
+    # "revision" changes when the way the environment is built changes, so stale ones are rebuilt.
+    spec = {
+        "python": sys.version.split()[0],
+        "requirements": requirements,
+        "constraints": constraints,
+        "revision": 2,
+    }
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
     stamp = root / ".llmrec-server-env"
     with _file_lock(root.with_name(root.name + ".lock")):
@@ -204,6 +210,9 @@ def ensure_server_env(root: Path = DEFAULT_SERVER_ENV, project: Path = REPO_ROOT
                 "install",
                 "--quiet",
                 "--compile-bytecode",
+                # The project's pyproject.toml overrides numpy to 2.x for the main environment ([tool.uv]);
+                # uv would apply that here too, and the backend stub corrupts tensors under NumPy 2.
+                "--no-config",
                 "--python",
                 str(python),
                 "-c",
@@ -211,10 +220,37 @@ def ensure_server_env(root: Path = DEFAULT_SERVER_ENV, project: Path = REPO_ROOT
                 *requirements,
             ]
         )
-        _run([uv, "pip", "install", "--quiet", "--python", str(python), "--no-deps", "-e", str(project)])
+        _run(
+            [
+                uv,
+                "pip",
+                "install",
+                "--quiet",
+                "--no-config",
+                "--python",
+                str(python),
+                "--no-deps",
+                "-e",
+                str(project),
+            ]
+        )
+        _check_numpy_1(python)
         stamp.write_text(digest + "\n")
         log.info("triton_server_env_built", path=str(root), seconds=round(time.monotonic() - began, 1))
         return inspect_python_env(root)
+
+
+def _check_numpy_1(python: Path) -> None:
+    """The backend stub (pybind11, built against NumPy 1.x) silently corrupts tensors under NumPy 2."""
+    result = subprocess.run(
+        [str(python), "-c", "import numpy; print(numpy.__version__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    version = result.stdout.strip()
+    if result.returncode != 0 or not version.startswith("1."):
+        raise TritonSetupError(f"the Triton server environment has numpy {version or '?'}; it needs numpy<2")
 
 
 def _run(argv: list[str]) -> None:

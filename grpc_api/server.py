@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -126,6 +127,46 @@ async def _within_deadline(context: grpc.aio.ServicerContext[Any, Any], work: Co
         if timeout.expired():
             raise DeadlineExceeded("the deadline passed before the answer was ready") from None
         raise
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes are not the method's message (see ``RejectUndecodable``)."""
+
+
+_UNDECODABLE = _Undecodable()
+UNDECODABLE_MESSAGE = "the request is not a valid protobuf message of this method (strings must be UTF-8)"
+
+
+class RejectUndecodable(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is untyped
+    """INVALID_ARGUMENT for a unary request that cannot be decoded (invalid UTF-8 in a string field, not
+    protobuf at all). gRPC itself would answer UNKNOWN with the exception's class in the details."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        decode, behaviour = handler.request_deserializer, handler.unary_unary
+        method = handler_call_details.method
+
+        def deserializer(data: bytes) -> Any:
+            try:
+                return decode(data)
+            except DecodeError:
+                return _UNDECODABLE
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if request is _UNDECODABLE:
+                log.info("request", method=method, status="INVALID_ARGUMENT", error="undecodable request")
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
+            return await behaviour(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary, request_deserializer=deserializer, response_serializer=handler.response_serializer
+        )
 
 
 class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
@@ -274,12 +315,13 @@ class ApiServer:
         self._health = health.aio.HealthServicer()
         limit = settings.api.max_message_bytes
         self._server = grpc.aio.server(
+            interceptors=[RejectUndecodable()],
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
                 # A second server on the same port must fail to bind, not silently share the traffic.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         # Generated code is untyped (no mypy-protobuf here).
         recommender_pb2_grpc.add_RecommenderServicer_to_server(self._servicer, self._server)  # type: ignore[no-untyped-call]

@@ -60,6 +60,7 @@ IdArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
 
 _USER_ID = TypeAdapter(Identifier)
+MAX_ECHOED_CHARS = 64  # of a bad request value repeated in an error message
 
 
 class CatalogueItem(Protocol):
@@ -147,7 +148,9 @@ class Snapshot:
             name = self.genre_names.get(raw.strip().casefold())
             if name is None:
                 known = ", ".join(self.genre_names.values())
-                raise InvalidRequest(f"unknown genre {raw!r}; known genres: {known}")
+                # The name is echoed cut short: details travel in a trailer that gRPC caps at a few KB.
+                shown = repr(raw[:MAX_ECHOED_CHARS]) + ("..." if len(raw) > MAX_ECHOED_CHARS else "")
+                raise InvalidRequest(f"unknown genre {shown}; known genres: {known}")
             if name not in out:
                 out.append(name)
         return tuple(out)

@@ -172,6 +172,33 @@ def profile(ctx: click.Context, user_id: str) -> None:
     profile_table(answer)
 
 
+@cli.command("eval")
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    type=click.Choice(["mal-completed", "mal-rating23", "movielens-small"]),
+    help="Data sets to evaluate (default: both MAL sets). Needs the full data in LLMREC_DATA_DIR.",
+)
+@click.option("--seed", "seeds", multiple=True, type=int, help="Seeds (default: 42 and 43).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/eval.json"), show_default=True)
+@click.pass_context
+def evaluate(ctx: click.Context, datasets: tuple[str, ...], seeds: tuple[int, ...], out: Path) -> None:
+    """Train and evaluate the baselines on real data; writes reports/eval.json and reports/eval.md."""
+    from ranker.evaluation import DEFAULT_MODELS, PROTOCOL_RANDOM, PROTOCOL_TEMPORAL, load_dataset, run_eval
+
+    data_dir = _settings(ctx).data_dir
+    names = datasets or ("mal-completed", "mal-rating23")
+    loaded = {name: load_dataset(name, data_dir) for name in names}
+    run_eval(
+        loaded,
+        DEFAULT_MODELS,
+        seeds=seeds or (42, 43),
+        out_path=out,
+        protocols=(PROTOCOL_RANDOM, PROTOCOL_TEMPORAL),
+    )
+
+
 @cli.command()
 @click.option("--keep-running", is_flag=True, help="Leave the stack up after the demo.")
 @click.pass_context

@@ -18,6 +18,7 @@ dead-lettered, so the caller can then let Kafka commit the offsets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -48,6 +49,14 @@ from stream.retry import Backoff, Sleep, retry_transient
 
 log = get_logger(__name__)
 T = TypeVar("T")
+
+# A dead letter holds the payload twice (as text, where a control byte escapes to 6 bytes, and as base64)
+# and must fit in one Kafka message (about 1 MB by default on the broker and in Faust's producer). A
+# letter beyond this size carries only the first LETTER_PAYLOAD_CUT bytes of the payload (and of the key);
+# its topic, partition and offset still point at the whole original.
+MAX_DEAD_LETTER_BYTES = 900_000
+LETTER_PAYLOAD_CUT = 64 * 1024
+LETTER_KEY_CUT = 1024
 
 
 @dataclass(frozen=True)
@@ -192,6 +201,12 @@ class BatchProcessor:
                 valid.append(_Valid(message, self._validate(message)))
             except InvalidEvent as exc:
                 letters.append(self._letter(message, exc.reason.value, exc.detail))
+            except Exception as exc:
+                # Validation is deterministic: retrying the batch would fail the same way and stall the
+                # partition forever. The message is kept in the dead-letter topic for a fix and a replay.
+                log.exception("validation crashed", topic=message.topic, offset=message.offset)
+                detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+                letters.append(self._letter(message, RejectReason.VALIDATION_CRASHED.value, detail))
 
         valid, known = await self._drop_known_reviews(valid, tally)
         reviews = [v for v in valid if isinstance(v.event, ReviewEvent)]
@@ -337,7 +352,7 @@ class BatchProcessor:
         )
 
     def _letter(self, message: RawMessage, reason: str, detail: str) -> DeadLetter:
-        return DeadLetter(
+        letter = DeadLetter(
             reason=reason,
             detail=detail,
             topic=message.topic,
@@ -346,4 +361,15 @@ class BatchProcessor:
             key=message.key,
             payload=message.value,
             failed_at=self._now(),
+        )
+        if len(letter.to_json()) <= MAX_DEAD_LETTER_BYTES:
+            return letter
+        # Unsendable whole: the sink would fail on every retry and hold the partition forever.
+        size = len(message.value or b"")
+        return dataclasses.replace(
+            letter,
+            detail=f"{detail} (payload cut to its first {min(size, LETTER_PAYLOAD_CUT)} of {size} bytes; "
+            "the whole message is at the topic, partition and offset of this letter)",
+            key=message.key[:LETTER_KEY_CUT] if message.key is not None else None,
+            payload=message.value[:LETTER_PAYLOAD_CUT] if message.value is not None else None,
         )

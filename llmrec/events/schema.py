@@ -61,11 +61,26 @@ class _EventBase(BaseModel):
     def _event_time_in_range(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("event_time must carry a timezone (use RFC 3339 with Z or an offset)")
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            # "9999-12-31T23:59:59-14:00" parses, but lies beyond datetime's range once in UTC.
+            raise ValueError("event_time is out of range") from None
         if value < MIN_EVENT_TIME:
             raise ValueError(f"event_time {value.isoformat()} is before {MIN_EVENT_TIME.date()}")
         if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
             raise ValueError(f"event_time {value.isoformat()} is in the future")
+        return value
+
+    @field_validator(
+        "schema_version", "rating", "episodes_watched", "total_episodes", mode="before", check_fields=False
+    )
+    @classmethod
+    def _number_not_bool(cls, value: Any) -> Any:
+        # Lax mode turns JSON true into 1 ("rating": true would be the strongest dislike); JSON Schema
+        # does not count booleans as numbers, and neither does the worker.
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
         return value
 
     @field_validator("item_id", mode="before")

@@ -15,6 +15,7 @@ from llmrec.events.schema import EVENT_ADAPTER, EventType, RatingEvent, ReviewEv
 AnyEvent = RatingEvent | ReviewEvent | WatchEvent
 # Larger than any legitimate event (a 20k-character review is about 80 KB of UTF-8 at worst).
 MAX_MESSAGE_BYTES = 256 * 1024
+MAX_INT_DIGITS = 64
 
 
 class RejectReason(StrEnum):
@@ -34,6 +35,8 @@ class RejectReason(StrEnum):
     ENCODER_REJECTED = "encoder_rejected"
     # A valid event whose signal could not be computed (a non-finite strength): a gap in validation.
     INVALID_SIGNAL = "invalid_signal"
+    # Validation itself raised an unexpected error (a bug): kept for a fix and a replay, never retried.
+    VALIDATION_CRASHED = "validation_crashed"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,14 @@ def _check_finite(value: float) -> float:
     return value
 
 
+def _parse_int(token: str) -> int:
+    # No field holds more than 16 digits (item ids reach 2**53); Python refuses to convert more than 4300
+    # digits with a ValueError, and converting thousands of digits is quadratic work for nothing.
+    if len(token.lstrip("-")) > MAX_INT_DIGITS:
+        raise InvalidEvent(RejectReason.NON_FINITE_NUMBER, f"integer of {len(token)} digits is out of range")
+    return int(token)
+
+
 def _summarise(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False)[:5]:
@@ -76,7 +87,10 @@ def parse_event(raw: bytes | None, expected_type: EventType | None = None) -> An
         raise InvalidEvent(RejectReason.INVALID_UTF8, str(exc)) from None
     try:
         payload = json.loads(
-            text, parse_constant=_reject_constant, parse_float=lambda s: _check_finite(float(s))
+            text,
+            parse_constant=_reject_constant,
+            parse_float=lambda s: _check_finite(float(s)),
+            parse_int=_parse_int,
         )
     except InvalidEvent:
         raise
@@ -87,10 +101,11 @@ def parse_event(raw: bytes | None, expected_type: EventType | None = None) -> An
             RejectReason.NOT_AN_OBJECT, f"expected a JSON object, got {type(payload).__name__}"
         )
     event_type = payload.get("event_type")
-    if event_type not in {t.value for t in EventType}:
+    # isinstance first: a list or object as event_type is unhashable and would raise TypeError in the set.
+    if not isinstance(event_type, str) or event_type not in {t.value for t in EventType}:
         raise InvalidEvent(
             RejectReason.UNKNOWN_EVENT_TYPE,
-            f"event_type {event_type!r} is not one of {sorted(t.value for t in EventType)}",
+            f"event_type {repr(event_type)[:100]} is not one of {sorted(t.value for t in EventType)}",
         )
     if expected_type is not None and event_type != expected_type.value:
         raise InvalidEvent(RejectReason.WRONG_TOPIC, f"{event_type} event on the {expected_type.value} topic")

@@ -18,7 +18,7 @@ from llmrec.settings import KafkaSettings, PreferenceSettings
 from llmrec.store.interface import ApplyResult, LedgerEntry, ProfileUpdater, StoreUnavailable
 from ranker.preferences import DecayPolicy, PreferenceState, SignalWeights
 from stream.deadletter import DeadLetter, SinkUnavailable
-from stream.item_vectors import ArrayItemVectors
+from stream.item_vectors import ArrayItemVectors, ItemVectors
 from stream.processing import (
     BatchProcessor,
     PreferenceUpdater,
@@ -112,6 +112,7 @@ class Harness:
     encoder: FakeEncoder = field(default_factory=FakeEncoder)
     sink: FakeSink = field(default_factory=FakeSink)
     sleeps: list[float] = field(default_factory=list)
+    items: ItemVectors = ITEMS
 
     def processor(self) -> BatchProcessor:
         async def sleep(seconds: float) -> None:
@@ -122,7 +123,7 @@ class Harness:
             store=self.store,
             encoder=self.encoder,
             dead_letters=self.sink,
-            item_vectors=ITEMS,
+            item_vectors=self.items,
             topic_types=topic_event_types(KAFKA),
             weights=weights_from_settings(prefs),
             decay=decay_from_settings(prefs),
@@ -391,3 +392,19 @@ def test_settings_map_onto_the_preference_model() -> None:
     assert weights_from_settings(prefs) == SignalWeights(rating=0.5, review=0.3, viewing=0.2, completion=0.1)
     assert decay_from_settings(prefs) == DecayPolicy(alpha=0.9, unit_s=60.0)
     assert topic_event_types(KAFKA)[REVIEWS] is EventType.REVIEW
+
+
+async def test_a_crash_inside_validation_dead_letters_the_message_instead_of_stalling_the_partition() -> None:
+    class BrokenVectors:
+        dim = DIM
+
+        def get(self, item_id: int) -> np.ndarray:
+            raise RuntimeError("index corrupted")
+
+    h = Harness(items=BrokenVectors())
+    result = await h.processor().process([msg(RATINGS, rating("crash-1"))])
+
+    assert (result.applied, result.dead_lettered) == (0, 1)
+    [record] = h.sink.records()
+    assert record["reason"] == "validation_crashed"
+    assert "RuntimeError: index corrupted" in record["detail"]
