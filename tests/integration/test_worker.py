@@ -6,33 +6,24 @@ topic the malformed ones, then publishes everything again and checks that no pro
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
 import pytest
 from confluent_kafka import Consumer
 
-from deploy.env import settings_env
-from llmrec.events.lag import consumer_lag
 from llmrec.events.producer import EventProducer
 from llmrec.events.schema import RatingEvent, ReviewEvent, WatchEvent, WatchStatus
 from llmrec.events.topics import ensure_system_topics
 from llmrec.events.validation import AnyEvent
-from llmrec.settings import REPO_ROOT, Settings, TritonSettings
-from ranker.retrieval import ItemIndex
+from llmrec.settings import Settings, TritonSettings
+from tests.integration.workers import WorkerProcess, build_index, caught_up, running_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,71 +32,11 @@ DIM = 16
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def build_index(settings: Settings) -> None:
-    vectors = np.random.default_rng(3).standard_normal((len(ITEM_IDS), DIM)).astype(np.float32)
-    ItemIndex.build(ITEM_IDS, vectors).save(settings.index_dir)
-
-
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_line(self, text: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while text not in self.log():
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"worker exited ({self.process.returncode}) before {text!r}:\n{self.log()[-4000:]}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} within {timeout_s}s:\n{self.log()[-4000:]}")
-            time.sleep(0.1)
-
-    def stop(self, timeout_s: float = 60.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(
-                    f"worker ignored SIGTERM for {timeout_s}s:\n{self.log()[-4000:]}"
-                ) from None
-        return int(self.process.returncode)
-
-
 @pytest.fixture
 def worker_settings(settings_factory: Callable[..., Settings]) -> Settings:
     settings = settings_factory()
-    build_index(settings)
+    build_index(settings, ITEM_IDS, DIM)
     return settings
-
-
-@contextlib.contextmanager
-def running_worker(settings: Settings, name: str = "worker") -> Iterator[WorkerProcess]:
-    """``python -m stream`` with exactly these settings in its environment, until ``worker ready``."""
-    log_path = settings.state_dir / f"{name}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "stream"],
-            cwd=REPO_ROOT,
-            env=settings_env(settings),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    handle = WorkerProcess(process, log_path)
-    try:
-        handle.wait_for_line("worker ready", timeout_s=120)
-        yield handle
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
@@ -132,14 +63,6 @@ def profiles(dsn: str, prefix: str) -> dict[str, tuple[Any, ...]]:
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def read_topic(
     settings: Settings, topic: str, expected: int, timeout_s: float = 60.0
 ) -> list[dict[str, Any]]:
@@ -163,11 +86,6 @@ def read_topic(
     finally:
         consumer.close()
     return records
-
-
-def caught_up(settings: Settings) -> bool:
-    """True when the worker's group has committed every event topic up to its end."""
-    return not any(consumer_lag(settings.kafka, settings.kafka.event_topics).values())
 
 
 def valid_events(prefix: str, count: int) -> list[AnyEvent]:
@@ -316,7 +234,7 @@ def test_worker_scores_reviews_with_triton_and_dead_letters_texts_it_rejects(
     settings_factory: Callable[..., Settings], triton_settings: TritonSettings, postgres_dsn: str
 ) -> None:
     settings = settings_factory(triton=triton_settings)
-    build_index(settings)
+    build_index(settings, ITEM_IDS, DIM)
     prefix = f"r{uuid.uuid4().hex[:6]}-"
     texts = {
         "pos": "A masterpiece. Wonderful characters, beautiful animation, I loved every episode.",
