@@ -51,3 +51,10 @@ typecheck: install
 
 clean: down
 	rm -rf .llmrec artifacts
+
+.PHONY: bench bench-quick
+bench: install
+	$(BIN)/python -m bench --out reports/bench.json
+
+bench-quick: install
+	$(BIN)/python -m bench --quick --out reports/bench.json

@@ -5,6 +5,11 @@ Answers are the plain dataclasses of ``grpc_api.models``; failures are the domai
 through the same table the server encodes them with. Every call has a deadline (``timeout_s``).
 UNAVAILABLE is retried by gRPC itself (every RPC here is a read, so a retry is safe).
 
+Against a server with access control (see ``grpc_api.security``): ``token`` is sent as
+``authorization: Bearer <token>`` on every call; ``tls_ca_file`` (the server's CA, else the system's
+roots) and ``tls_cert_file`` + ``tls_key_file`` (a client certificate, for mTLS) make the channel TLS.
+Without them the client is the plain, insecure client it always was.
+
 Example::
 
     with RecommenderClient("127.0.0.1:50051") as client:
@@ -19,6 +24,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -105,7 +111,27 @@ class RecommenderClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = 4 * 1024 * 1024,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca_file: Path | None = None,
+        tls_cert_file: Path | None = None,
+        tls_key_file: Path | None = None,
     ) -> None:
+        if (tls_cert_file is None) != (tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if tls or tls_ca_file is not None or tls_cert_file is not None:
+            if credentials is not None:
+                raise ValueError("pass either credentials or the tls options, not both")
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls_ca_file.read_bytes() if tls_ca_file is not None else None,
+                private_key=tls_key_file.read_bytes() if tls_key_file is not None else None,
+                certificate_chain=tls_cert_file.read_bytes() if tls_cert_file is not None else None,
+            )
+        # Per-call metadata rather than call credentials, which gRPC only sends over TLS: a server behind a
+        # TLS-terminating proxy still gets the token.
+        self._metadata: tuple[tuple[str, str], ...] | None = (
+            (("authorization", f"Bearer {token}"),) if token is not None else None
+        )
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -134,7 +160,9 @@ class RecommenderClient:
 
     def _invoke(self, call: Callable[..., T], request: Any, timeout_s: float | None) -> T:
         try:
-            return call(request, timeout=self.timeout_s if timeout_s is None else timeout_s)
+            return call(
+                request, timeout=self.timeout_s if timeout_s is None else timeout_s, metadata=self._metadata
+            )
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
             details = (exc.details() if isinstance(exc, grpc.Call) else None) or ""

@@ -11,6 +11,9 @@ Lifecycle (``ApiServer``):
 Every RPC is decode -> one service call within the client's deadline -> encode, and writes one log line
 (method, user or item, k, status, latency). Domain errors become status codes through
 ``grpc_api.status``; anything else is INTERNAL with a generic message, the traceback only in the log.
+
+Access control (TLS / mTLS, bearer tokens, a per-client rate limit) is off unless ``ApiSettings`` asks
+for it; see ``grpc_api.security``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Histogram
 
-from grpc_api import models
+from grpc_api import models, security
 from grpc_api.errors import DeadlineExceeded, ServiceError, Unavailable
 from grpc_api.service import RecommendationService, ServiceConfig, Snapshot
 from grpc_api.status import INTERNAL_MESSAGE, status_for
@@ -315,7 +318,8 @@ class ApiServer:
         self._health = health.aio.HealthServicer()
         limit = settings.api.max_message_bytes
         self._server = grpc.aio.server(
-            interceptors=[RejectUndecodable()],
+            # Access control (off unless configured): rate limit, then token check; see grpc_api.security.
+            interceptors=[*security.interceptors(settings.api), RejectUndecodable()],
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
@@ -344,11 +348,20 @@ class ApiServer:
         """Bind, start serving health (NOT_SERVING) and begin warming up; returns the bound port."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         address = f"{self._settings.api.host}:{self._requested_port}"
-        self.port = self._server.add_insecure_port(address)
+        credentials = security.server_credentials(self._settings.api)
+        if credentials is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, credentials)
         if self.port == 0:
             raise RuntimeError(f"cannot bind the gRPC server to {address}")
         await self._server.start()
-        log.info("grpc server listening", address=f"{self._settings.api.host}:{self.port}")
+        log.info(
+            "grpc server listening",
+            address=f"{self._settings.api.host}:{self.port}",
+            tls=credentials is not None,
+            mtls=self._settings.api.tls_client_ca_file is not None,
+        )
         self._warmup = asyncio.create_task(self._warm_up(), name="llmrec-api-warmup")
         return self.port
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +100,28 @@ class ApiSettings(BaseModel):
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period_s: float = 5.0
     metrics_port: int = 19102
+    # Access control, all off by default (see README "Access" and grpc_api/security.py). Secrets live in
+    # files; only their paths are settings (LLMREC_API__TLS_CERT_FILE, ...), so no secret reaches a log.
+    # TLS: the server's certificate chain and private key (PEM). Both or neither.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # mTLS: when set (needs TLS), a client must present a certificate signed by one of these CAs.
+    tls_client_ca_file: Path | None = None
+    # Bearer tokens, one per line, either `token` or `client_id:token`; blank lines and `#` comments skipped.
+    auth_tokens_file: Path | None = None
+    # Per-client token bucket: requests per second, and the burst (bucket size; default max(1, rate)).
+    rate_limit_per_s: float | None = Field(default=None, gt=0)
+    rate_limit_burst: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check_access(self) -> ApiSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("api.tls_cert_file and api.tls_key_file must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("api.tls_client_ca_file (mTLS) needs api.tls_cert_file and api.tls_key_file")
+        if self.rate_limit_burst is not None and self.rate_limit_per_s is None:
+            raise ValueError("api.rate_limit_burst needs api.rate_limit_per_s")
+        return self
 
     @property
     def target(self) -> str:
