@@ -199,6 +199,26 @@ def evaluate(ctx: click.Context, datasets: tuple[str, ...], seeds: tuple[int, ..
     )
 
 
+@cli.command("train-sentiment")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("artifacts/sentiment"), show_default=True
+)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.pass_context
+def train_sentiment_command(ctx: click.Context, out: Path, seed: int) -> None:
+    """Train the review-sentiment head on MAL reviews; compare with the anchor scorer and VADER on held-out
+    titles. Writes the head to --out and reports/sentiment.{json,md}."""
+    from encoder_triton.sentiment.train import train_sentiment
+
+    report = train_sentiment(_settings(ctx).data_dir, out, seed=seed, progress=True)
+    for name, result in report["results"].items():
+        test = result["test"]
+        click.echo(
+            f"{name:>7}: accuracy {test['accuracy']:.3f}  macro-F1 {test['macro_f1']:.3f}  "
+            f"Spearman vs score {test['spearman_vs_score']:.3f}"
+        )
+
+
 @cli.command()
 @click.option("--keep-running", is_flag=True, help="Leave the stack up after the demo.")
 @click.pass_context
