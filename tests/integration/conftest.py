@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from llmrec.settings import (
     TritonSettings,
     WorkerSettings,
 )
+from tests.integration.tmpdirs import private_tmp
 
 # Kafka's jars are kept between sessions (and shared with `llmrec up`): a copy from ~/.m2 still costs 6 s.
 JAR_CACHE = REPO_ROOT / ".llmrec"
@@ -117,16 +117,6 @@ def _unavailable(service: str, backend: str, error: BaseException) -> NoReturn:
         "Integration tests are never skipped.",
         pytrace=False,
     )
-
-
-def private_tmp(prefix: str) -> Path:
-    """A temporary folder outside pytest's ``/tmp/pytest-of-<user>``.
-
-    As root, PostgreSQL runs as another user that must traverse every parent of its data folder. Each
-    pytest session resets ``pytest-of-<user>`` to mode 0700 when it starts, so a second session (another
-    developer's, an IDE's) would cut a running server off from its own files mid-test.
-    """
-    return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 @pytest.fixture(scope="session")

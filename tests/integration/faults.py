@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg
 
@@ -22,12 +20,7 @@ from deploy.process import free_port
 from llmrec.events.producer import EventProducer
 from llmrec.events.validation import AnyEvent
 from llmrec.settings import KafkaSettings
-
-
-def private_tmp(prefix: str) -> Path:
-    """A folder outside pytest's ``/tmp/pytest-of-<user>`` (see ``conftest.private_tmp``: as root,
-    PostgreSQL runs as another user that must traverse every parent of its data folder)."""
-    return Path(tempfile.mkdtemp(prefix=prefix))
+from tests.integration.tmpdirs import private_tmp
 
 
 @contextmanager
