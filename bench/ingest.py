@@ -1,119 +1,76 @@
-"""Event ingestion: a plain confluent-kafka consume loop (the baseline) against the stream worker.
+"""Event ingestion: one stream worker, end to end into PostgreSQL, against a plain confluent-kafka consume
+loop reading the same topics in the same run.
 
-One real Kafka broker and one PostgreSQL server are started for the run (``deploy.kafka.KafkaBroker``,
-``deploy.postgres.PostgresServer``, free ports, a temporary folder) and stopped at the end. N rating and
-watch events (3 ratings : 1 watch, ``N_USERS`` users, ``N_ITEMS`` items) are published to fresh topics
-with ``EventProducer`` before anything consumes, so both consumers start from a full backlog.
+A Kafka broker and a PostgreSQL server (fsync on) are started for the run (``bench.streaming``). N rating
+and watch events (3 ratings : 1 watch, ``USERS`` users, ``ITEMS`` items, ``PARTITIONS`` partitions per
+topic, keyed by user id) are published to fresh topics before anything consumes, so both consumers start
+from the same full backlog.
 
-(a) raw rate: a new consumer group assigned every partition of the three event topics from the beginning,
-    ``Consumer.consume`` in batches of 500 until N messages arrived, no parsing. Events/s = N / (time of
-    the last message - time of ``assign``). Repeated; median with min/max.
-(b) worker rate: ``python -m stream`` (settings through ``deploy.env.settings_env``, a 384-d random-vector
-    item index of exactly the items used, a fresh consumer group). Clock starts when the worker's log
-    shows ``worker ready`` (partitions assigned; polled every 20 ms) and stops at the first poll (every
-    0.2 s) at which the ledger (``interactions``) holds N rows for this run's events: ingest_events_per_s
-    = N / that time. One worker run per invocation; the spread given is over the 1-second windows of the
-    ledger's growth during the run (p25/p75, min/max).
+(a) raw rate (the baseline): a consumer with a new group assigned every partition of the rating and watch
+    topics from the beginning; ``Consumer.consume`` in batches of 1,000 reading each message's key and
+    value, no parsing, until all N arrived. One warm-up pass is discarded, then ``RAW_REPEATS`` timed
+    passes: events/s = N / (arrival of the last message - arrival of the first), i.e. the steady rate
+    without the start-up fetch. Median with spread.
+(b) worker rate: ``python -m stream`` (a fresh consumer group, a 384-d random-vector item index of exactly
+    the items used). The clock starts when the worker logs ``worker ready`` (partitions assigned) and stops
+    at the first poll (every 0.1 s) at which the ledger holds all N events: ingest_events_per_s = N / that
+    time. The spread given is over the 1-second windows of the ledger's growth within the run. The
+    worker's own Prometheus metrics give the batch sizes it formed.
 ingest_vs_raw_ratio = (b) / median of (a).
+
+``python -m bench.ingest [--quick] [--profile FILE] [--compare-batch-size N] [--baseline-src DIR]`` runs
+this section alone. ``--profile`` attaches py-spy to the worker (collapsed stacks to FILE; the rate then
+includes the sampler's overhead). ``--compare-batch-size`` and ``--baseline-src`` (the worker code of
+another tree, e.g. ``git archive <commit> | tar -x -C DIR``) add worker runs on their own copies of the
+backlog after the main one, for before/after figures from one run. The machine's 1-minute load average at
+the start and the end is recorded: on a shared machine the absolute rates move with it.
 """
 
 from __future__ import annotations
 
-import shutil
-import signal
+import argparse
+import json
+import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psycopg
 from confluent_kafka import Consumer, TopicPartition
-from pydantic import SecretStr
 from tqdm import tqdm
 
 from bench.common import summary
-from deploy.env import settings_env
-from deploy.kafka import KafkaBroker
-from deploy.postgres import PostgresServer
-from deploy.process import free_ports
-from llmrec.events.producer import EventProducer
-from llmrec.events.schema import RatingEvent, WatchEvent, WatchStatus
-from llmrec.events.topics import client_config, ensure_system_topics
-from llmrec.settings import (
-    REPO_ROOT,
-    ApiSettings,
-    KafkaSettings,
-    PostgresSettings,
-    PreferenceSettings,
-    Settings,
-    TritonSettings,
-    WorkerSettings,
+from bench.streaming import (
+    Services,
+    kafka_and_postgres,
+    ledger_count,
+    publish_all,
+    rating_watch_events,
+    spawn_worker,
 )
-from llmrec.store import migrate
+from llmrec.events.topics import client_config
+from llmrec.settings import Settings
 from ranker.retrieval import ItemIndex
+from stream.metrics import scrape
 
-N_USERS = 1000
-N_ITEMS = 2000
+USERS = 1000
+ITEMS = 2000
 DIM = 384
 PARTITIONS = 4
 RAW_REPEATS = 5
-T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def make_settings(bootstrap: str, dsn: str, root: Path) -> Settings:
-    worker_web, worker_metrics, api_port, api_metrics = free_ports(4)
-    return Settings(
-        state_dir=root,
-        artifacts_dir=root / "artifacts",
-        data_dir=Settings.model_fields["data_dir"].default,
-        log_level="INFO",
-        log_json=False,
-        kafka=KafkaSettings(
-            bootstrap=bootstrap,
-            topic_prefix=f"bench{uuid.uuid4().hex[:8]}",
-            partitions=PARTITIONS,
-            consumer_group=f"llmrec-bench-{uuid.uuid4().hex[:8]}",
-        ),
-        postgres=PostgresSettings(dsn=SecretStr(dsn)),
-        triton=TritonSettings(),
-        worker=WorkerSettings(web_port=worker_web, metrics_port=worker_metrics),
-        api=ApiSettings(port=api_port, metrics_port=api_metrics),
-        preferences=PreferenceSettings(),
-    )
+def build_random_index(settings: Settings, item_ids: np.ndarray, dim: int = DIM, seed: int = 11) -> None:
+    vectors = np.random.default_rng(seed).standard_normal((len(item_ids), dim)).astype(np.float32)
+    ItemIndex.build(item_ids, vectors).save(settings.index_dir)
 
 
-def events(prefix: str, count: int, item_ids: np.ndarray) -> list[RatingEvent | WatchEvent]:
-    out: list[RatingEvent | WatchEvent] = []
-    for i in range(count):
-        user, item = f"{prefix}u{i % N_USERS}", int(item_ids[(i * 7919) % len(item_ids)])
-        when = T0 + timedelta(seconds=30 * i)
-        if i % 4 == 3:
-            out.append(
-                WatchEvent(
-                    event_id=f"{prefix}e{i}",
-                    user_id=user,
-                    item_id=item,
-                    event_time=when,
-                    status=WatchStatus.COMPLETED,
-                    episodes_watched=12,
-                    total_episodes=12,
-                )
-            )
-        else:
-            out.append(
-                RatingEvent(
-                    event_id=f"{prefix}e{i}", user_id=user, item_id=item, event_time=when, rating=1 + i % 10
-                )
-            )
-    return out
-
-
-def raw_consume(settings: Settings, expected: int) -> float:
+def raw_consume(settings: Settings, topics: tuple[str, ...], expected: int) -> dict[str, float]:
+    """One pass over ``topics`` from the beginning with a plain consumer; see the module docstring."""
     consumer = Consumer(
         {
             **client_config(settings.kafka),
@@ -123,29 +80,31 @@ def raw_consume(settings: Settings, expected: int) -> float:
     )
     try:
         parts = []
-        for topic in settings.kafka.event_topics:
+        for topic in topics:
             meta = consumer.list_topics(topic, timeout=10).topics[topic]
             parts += [TopicPartition(topic, p, 0) for p in meta.partitions]
-        got = 0
-        t0 = time.perf_counter()
+        got, size = 0, 0
+        assigned = time.perf_counter()
         consumer.assign(parts)
-        deadline = t0 + 300
-        last = t0
+        deadline = assigned + 300
+        first = last = 0.0
         while got < expected and time.perf_counter() < deadline:
-            for msg in consumer.consume(num_messages=500, timeout=0.5):
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
                 if msg.error() is None:
+                    size += len(msg.key() or b"") + len(msg.value() or b"")
                     got += 1
                     last = time.perf_counter()
+                    if got == 1:
+                        first = last
         if got < expected:
             raise RuntimeError(f"raw consumer read {got} of {expected} events in 300 s")
-        return expected / (last - t0)
+        return {
+            "events_per_s": (expected - 1) / (last - first),
+            "from_assign_events_per_s": expected / (last - assigned),
+            "bytes": float(size),
+        }
     finally:
         consumer.close()
-
-
-def ledger_count(conn: psycopg.Connection[Any], prefix: str) -> int:
-    row = conn.execute("SELECT count(*) FROM interactions WHERE event_id LIKE %s", (f"{prefix}%",)).fetchone()
-    return int(row[0]) if row else 0
 
 
 def window_rates(samples: list[tuple[float, int]], window_s: float = 1.0) -> list[float]:
@@ -158,25 +117,51 @@ def window_rates(samples: list[tuple[float, int]], window_s: float = 1.0) -> lis
     return rates
 
 
-def run_worker(settings: Settings, dsn: str, prefix: str, expected: int, timeout_s: float) -> dict[str, Any]:
-    log_path = settings.state_dir / "worker.log"
-    with log_path.open("wb") as log_file:
-        spawned = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "stream"],
-            cwd=REPO_ROOT,
-            env=settings_env(settings),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+def batch_sizes(metrics_text: str) -> dict[str, float]:
+    """Mean batch size per topic from the worker's ``llmrec_worker_batch_size`` histogram."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("llmrec_worker_batch_size_sum{"):
+            topic = line.split('topic="', 1)[1].split('"', 1)[0]
+            sums[topic] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("llmrec_worker_batch_size_count{"):
+            topic = line.split('topic="', 1)[1].split('"', 1)[0]
+            counts[topic] = float(line.rsplit(" ", 1)[1])
+    return {t: sums[t] / counts[t] for t in sums if counts.get(t)}
+
+
+def measure_worker(
+    settings: Settings,
+    dsn: str,
+    prefix: str,
+    expected: int,
+    timeout_s: float,
+    profile: Path | None = None,
+    source: Path | None = None,
+) -> dict[str, Any]:
+    worker = spawn_worker(settings, source=source)
+    profiler: subprocess.Popen[bytes] | None = None
     try:
-        while "worker ready" not in log_path.read_text(errors="replace"):
-            if process.poll() is not None:
-                raise RuntimeError(f"worker exited ({process.returncode}):\n{log_path.read_text()[-3000:]}")
-            if time.perf_counter() - spawned > 120:
-                raise RuntimeError(f"worker not ready in 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.02)
-        ready = time.perf_counter()
+        ready = worker.wait_ready()
+        if profile is not None:
+            # Attached once ready: py-spy writes its file when the worker exits (stopped below).
+            spy = str(Path(sys.executable).parent / "py-spy")
+            profiler = subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(worker.process.pid),
+                    "--rate",
+                    "100",
+                    "--format",
+                    "raw",
+                    *("--nonblocking", "--output", str(profile)),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         samples: list[tuple[float, int]] = [(ready, 0)]
         with (
             psycopg.connect(dsn, autocommit=True) as conn,
@@ -184,92 +169,140 @@ def run_worker(settings: Settings, dsn: str, prefix: str, expected: int, timeout
         ):
             count = 0
             while count < expected:
-                if process.poll() is not None:
-                    raise RuntimeError(
-                        f"worker exited ({process.returncode}):\n{log_path.read_text()[-3000:]}"
-                    )
+                worker.check_alive()
                 if time.perf_counter() - ready > timeout_s:
                     raise RuntimeError(f"ledger held {count} of {expected} after {timeout_s} s")
-                time.sleep(0.2)
+                time.sleep(0.1)
                 count = ledger_count(conn, prefix)
                 samples.append((time.perf_counter(), count))
                 bar.update(count - bar.n)
-        done = samples[-1][0]
-        elapsed = done - ready
+        elapsed = samples[-1][0] - ready
+        sizes = batch_sizes(scrape(settings.worker.metrics_port))
         return {
             "events": expected,
-            "startup_s": ready - spawned,
+            "startup_s": ready - worker.spawned,
             "apply_s": elapsed,
             "ingest_events_per_s": expected / elapsed,
             "window_rates_per_s": summary(window_rates(samples)),
-            "batches_logged": log_path.read_text(errors="replace").count("batch processed"),
+            "mean_batch_size_by_topic": sizes,
+            "batches_logged": worker.log().count("batch processed"),
+            "profiled": profile is not None,
         }
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        worker.stop()
+        if profiler is not None:
+            profiler.wait(60)
 
 
-def run(quick: bool) -> dict[str, Any]:
-    count = 20_000 if quick else 100_000
-    root = Path(tempfile.mkdtemp(prefix="llmrec-bench-"))
-    root.chmod(0o755)  # PostgreSQL may run as another user (when we are root) and must traverse this
-    kafka_port, controller_port, pg_port = free_ports(3)
-    broker = KafkaBroker(
-        state_dir=root / "kafka",
-        port=kafka_port,
-        controller_port=controller_port,
-        cache_dir=REPO_ROOT / ".llmrec",
-        partitions=PARTITIONS,
+def publish_backlog(
+    services: Services, name: str, count: int, batch_size: int | None
+) -> tuple[Settings, str, float]:
+    """Fresh topics and group, a random item index, and ``count`` events published; returns the settings,
+    the events' id prefix and the publishing time."""
+    settings = services.settings(name, partitions=PARTITIONS, batch_size=batch_size)
+    item_ids = np.arange(1, ITEMS + 1, dtype=np.int64)
+    build_random_index(settings, item_ids)
+    prefix = f"b{uuid.uuid4().hex[:6]}-"
+    return (
+        settings,
+        prefix,
+        publish_all(settings.kafka, rating_watch_events(prefix, count, item_ids.tolist(), USERS)),
     )
-    server = PostgresServer(state_dir=root / "postgres", port=pg_port)  # durable (fsync on), as deployed
-    result: dict[str, Any] = {"events": count, "users": N_USERS, "items": N_ITEMS, "partitions": PARTITIONS}
+
+
+def measure(
+    services: Services,
+    count: int,
+    profile: Path | None = None,
+    compare_batch_sizes: tuple[int, ...] = (),
+    baseline: tuple[Path, int] | None = None,
+) -> dict[str, Any]:
+    settings, prefix, publish_s = publish_backlog(services, "ingest", count, None)
+    result: dict[str, Any] = {
+        "events": count,
+        "users": USERS,
+        "items": ITEMS,
+        "partitions": PARTITIONS,
+        "worker_batch_size": settings.worker.batch_size,
+        "worker_batch_within_s": settings.worker.batch_within_s,
+        "publish_s": publish_s,
+        "publish_events_per_s": count / publish_s,
+    }
+    topics = (settings.kafka.ratings_topic, settings.kafka.watch_topic)
+    raw_consume(settings, topics, count)  # warm-up: page cache, broker, client
+    passes = [raw_consume(settings, topics, count) for _ in tqdm(range(RAW_REPEATS), desc="raw consume")]
+    result["raw_consume_events_per_s"] = summary([p["events_per_s"] for p in passes])
+    result["raw_consume_from_assign_events_per_s"] = summary([p["from_assign_events_per_s"] for p in passes])
+    result["raw_bytes_read"] = passes[0]["bytes"]
+    worker = measure_worker(settings, services.dsn, prefix, count, timeout_s=300, profile=profile)
+    result["worker"] = worker
+    result["ingest_events_per_s"] = worker["ingest_events_per_s"]
+    result["ingest_vs_raw_ratio"] = (
+        worker["ingest_events_per_s"] / result["raw_consume_events_per_s"]["median"]
+    )
+    # Other batch sizes on their own copies of the backlog, right after, for a same-run comparison.
+    for size in compare_batch_sizes:
+        other, other_prefix, _ = publish_backlog(services, f"ingest-batch{size}", count, size)
+        run = measure_worker(other, services.dsn, other_prefix, count, timeout_s=300)
+        result.setdefault("batch_size_comparison", {})[str(size)] = run
+    if baseline is not None:
+        # The worker of another source tree (say `git archive` of the commit before an optimisation), with
+        # that tree's batch size, on its own copy of the backlog: before/after in one run.
+        source, size = baseline
+        other, other_prefix, _ = publish_backlog(services, "ingest-baseline", count, size)
+        run = measure_worker(other, services.dsn, other_prefix, count, timeout_s=600, source=source)
+        result["baseline_source"] = {"source": str(source), "batch_size": size, **run}
+        result["speedup_vs_baseline_source"] = worker["ingest_events_per_s"] / run["ingest_events_per_s"]
+    return result
+
+
+def run(
+    quick: bool,
+    profile: Path | None = None,
+    compare_batch_sizes: tuple[int, ...] = (),
+    baseline: tuple[Path, int] | None = None,
+) -> dict[str, Any]:
+    count = 50_000 if quick else 200_000
+    result: dict[str, Any] = {"events": count}
+    load_before = os.getloadavg()[0]
     try:
-        t0 = time.perf_counter()
-        print("ingest: starting Kafka and PostgreSQL ...", flush=True)
-        broker.start()
-        server.start()
-        result["services_start_s"] = time.perf_counter() - t0
-        settings = make_settings(broker.bootstrap, server.dsn, root / "state")
-        settings.state_dir.mkdir(parents=True)
-        migrate(server.dsn)
-        ensure_system_topics(settings.kafka)
-        item_ids = np.arange(1, N_ITEMS + 1, dtype=np.int64)
-        vectors = np.random.default_rng(11).standard_normal((N_ITEMS, DIM)).astype(np.float32)
-        ItemIndex.build(item_ids, vectors).save(settings.index_dir)
-
-        prefix = f"b{uuid.uuid4().hex[:6]}-"
-        batch = events(prefix, count, item_ids)
-        t0 = time.perf_counter()
-        with EventProducer(settings.kafka) as producer:
-            for event in tqdm(batch, desc="publish", unit="ev"):
-                producer.publish(event)
-            producer.flush(120)
-        del producer  # its librdkafka handle would otherwise outlive the broker and log reconnects
-        result["publish_s"] = time.perf_counter() - t0
-        result["publish_events_per_s"] = count / result["publish_s"]
-
-        rates = [raw_consume(settings, count) for _ in tqdm(range(RAW_REPEATS), desc="raw consume")]
-        result["raw_consume_events_per_s"] = summary(rates)
-        worker = run_worker(settings, server.dsn, prefix, count, timeout_s=180 if quick else 900)
-        result["worker"] = worker
-        result["ingest_events_per_s"] = worker["ingest_events_per_s"]
-        result["ingest_vs_raw_ratio"] = (
-            worker["ingest_events_per_s"] / result["raw_consume_events_per_s"]["median"]
-        )
+        with kafka_and_postgres(PARTITIONS, "ingest") as services:
+            measured = measure(services, count, profile, compare_batch_sizes, baseline)
+            result = {"services_start_s": services.start_s, **measured}
+            result["load_average_1m"] = [load_before, os.getloadavg()[0]]
     except Exception as exc:  # reported as null with the reason, never as a made-up number
         result.setdefault("ingest_events_per_s", None)
         result.setdefault("ingest_vs_raw_ratio", None)
         result["error"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        for stop in (broker.stop, server.stop):
-            try:
-                stop()
-            except Exception as exc:
-                result.setdefault("stop_errors", []).append(f"{type(exc).__name__}: {exc}")
-        shutil.rmtree(root, ignore_errors=True)
     return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--profile", type=Path, help="run the worker under py-spy, collapsed stacks here")
+    parser.add_argument(
+        "--compare-batch-size", type=int, action="append", default=[], help="also run with this batch size"
+    )
+    parser.add_argument(
+        "--baseline-src", type=Path, help="also run the worker of this source tree (e.g. git archive HEAD)"
+    )
+    parser.add_argument("--baseline-batch-size", type=int, default=256, help="batch size for --baseline-src")
+    parser.add_argument("--out", type=Path, help="write the result here as JSON (default: stdout)")
+    args = parser.parse_args()
+    text = json.dumps(
+        run(
+            args.quick,
+            args.profile.resolve() if args.profile else None,
+            tuple(args.compare_batch_size),
+            (args.baseline_src.resolve(), args.baseline_batch_size) if args.baseline_src else None,
+        ),
+        indent=2,
+    )
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

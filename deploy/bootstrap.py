@@ -20,7 +20,7 @@ log = get_logger(__name__)
 
 
 def bootstrap(settings: Settings, wait_s: float = 120.0) -> None:
-    dsn = settings.postgres.dsn.get_secret_value()
+    dsn = settings.postgres.conninfo()
     if not wait_for_kafka(client_config(settings.kafka), wait_s):
         raise RuntimeError(f"Kafka at {settings.kafka.bootstrap} did not answer within {wait_s:.0f}s")
     created = ensure_system_topics(settings.kafka)

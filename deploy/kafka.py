@@ -184,6 +184,13 @@ class KafkaBroker:
     host: str = "127.0.0.1"
     version: str = KAFKA_VERSION
     heap_max: str = "1g"
+    # When set, the client listener is SASL_PLAINTEXT with the PLAIN mechanism and accepts exactly these
+    # ``{username: password}``; the first user is the broker's own (inter-broker) login. Off by default.
+    sasl_users: Mapping[str, str] | None = None
+    # When set, the client listener speaks TLS with this PEM file (key + certificate chain); clients and
+    # the broker itself (inter-broker) trust the CA certificates in ``tls_truststore``.
+    tls_keystore: Path | None = None
+    tls_truststore: Path | None = None
     process: ManagedProcess | None = field(default=None, init=False)
 
     @property
@@ -218,9 +225,65 @@ class KafkaBroker:
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
             "log.dirs": str(self.data_dir),
             **single_node_properties(self.partitions),
+            **self._security_properties(),
         }
         self.properties_path.write_text("".join(f"{key}={value}\n" for key, value in lines.items()))
+        # It may hold SASL passwords.
+        self.properties_path.chmod(0o600)
         (self.state_dir / "log4j2.properties").write_text(LOG4J2_TEMPLATE.format(log_file=self.server_log))
+
+    @property
+    def client_protocol(self) -> str:
+        """The client listener's security protocol: PLAINTEXT unless SASL users or TLS files are set."""
+        sasl, tls = bool(self.sasl_users), self.tls_keystore is not None
+        return {(False, False): "PLAINTEXT", (True, False): "SASL_PLAINTEXT", (False, True): "SSL"}.get(
+            (sasl, tls), "SASL_SSL"
+        )
+
+    def _security_properties(self) -> dict[str, str]:
+        """The client listener with SASL (PLAIN, inline JAAS config: no JAAS file) and/or TLS (PEM files)."""
+        listener = self.client_protocol
+        if listener == "PLAINTEXT":
+            return {}
+        properties = {
+            "listeners": f"{listener}://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"{listener}://{self.host}:{self.port}",
+            "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": listener,
+        }
+        if self.sasl_users:
+            broker_user, broker_password = next(iter(self.sasl_users.items()))
+            users = " ".join(f'user_{name}="{password}"' for name, password in self.sasl_users.items())
+            properties |= {
+                "sasl.enabled.mechanisms": "PLAIN",
+                "sasl.mechanism.inter.broker.protocol": "PLAIN",
+                f"listener.name.{listener.lower()}.plain.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f'username="{broker_user}" password="{broker_password}" {users};'
+                ),
+            }
+        if self.tls_keystore is not None:
+            properties |= {
+                # One PEM file with the private key (PKCS#8, unencrypted) and the certificate chain.
+                "ssl.keystore.type": "PEM",
+                "ssl.keystore.location": str(self.tls_keystore),
+            }
+            if self.tls_truststore is not None:
+                properties |= {
+                    "ssl.truststore.type": "PEM",
+                    "ssl.truststore.location": str(self.tls_truststore),
+                }
+        return properties
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings that reach this broker (as its first SASL user when SASL is on)."""
+        config = {"bootstrap.servers": self.bootstrap, "security.protocol": self.client_protocol}
+        if self.sasl_users:
+            user, password = next(iter(self.sasl_users.items()))
+            config |= {"sasl.mechanism": "PLAIN", "sasl.username": user, "sasl.password": password}
+        if self.tls_truststore is not None:
+            config["ssl.ca.location"] = str(self.tls_truststore)
+        return config
 
     def _java(self, libs: Path) -> list[str]:
         java = _require_tool("java", "run the Kafka broker (Java 17 or newer)")
@@ -295,7 +358,7 @@ class KafkaBroker:
         log.info("kafka_ready", bootstrap=self.bootstrap, pid=self.process.pid, version=self.version)
 
     def answers(self) -> bool:
-        return kafka_answers(self.bootstrap)
+        return kafka_answers(self.client_config())
 
     def stop(self, grace_s: float | None = None) -> None:
         if self.process is not None:

@@ -106,7 +106,7 @@ def _kafka_topics(settings: Settings) -> None:
 
 
 def _dsn(settings: Settings) -> str:
-    return settings.postgres.dsn.get_secret_value()
+    return settings.postgres.conninfo()
 
 
 def _postgres_start(settings: Settings) -> Started:

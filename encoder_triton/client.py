@@ -146,6 +146,27 @@ def check_inference(
         client.close()
 
 
+def channel_args() -> list[tuple[str, int]]:
+    """tritonclient's default channel options plus a short reconnect backoff.
+
+    gRPC's default reconnect backoff grows to 120 s, so after a Triton restart the channel could wait
+    minutes before trying again while the server is already back; capped at 2 s, reviews resume within
+    seconds of the restart.
+    """
+    keepalive = grpcclient.KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", grpcclient.MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", int(keepalive.keepalive_permit_without_calls)),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+
+
 class EncoderClient:
     """``TextEncoder`` over Triton gRPC (asyncio). Create and use it inside one event loop.
 
@@ -183,7 +204,7 @@ class EncoderClient:
     def _grpc(self) -> aioclient.InferenceServerClient:
         # Created on first use so that the gRPC channel belongs to the running event loop.
         if self._client is None:
-            self._client = aioclient.InferenceServerClient(self.url)
+            self._client = aioclient.InferenceServerClient(self.url, channel_args=channel_args())
         return self._client
 
     async def _infer_once(self, text: str) -> EncodeResult:

@@ -179,6 +179,23 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+WEIGHTS_DIR: Final = "weights"  # Hugging Face model + tokenizer folder inside a Triton version folder
+SENTIMENT_DIR: Final = "sentiment"  # learned head (head.json + head.pt) inside a Triton version folder
+
+
+def version_layout(version_dir: Path) -> tuple[Path, Path | None]:
+    """(weights folder, sentiment head folder or None) for a Triton version folder.
+
+    ``weights/`` when present (written by ``llmrec export-encoder``), else the offline MiniLM package;
+    ``sentiment/`` when it holds a head, else None (anchor sentiment)."""
+    weights = version_dir / WEIGHTS_DIR
+    head = version_dir / SENTIMENT_DIR
+    return (
+        weights if weights.is_dir() else default_model_path(),
+        head if (head / "head.json").is_file() else None,
+    )
+
+
 class Encoder(torch.nn.Module):
     """Texts -> L2-normalised mean-pooled embeddings [n, dim] and a sentiment score [n] in [0, 1]."""
 
@@ -189,11 +206,15 @@ class Encoder(torch.nn.Module):
         options: EncoderOptions | None = None,
         positive_anchors: Sequence[str] = POSITIVE_ANCHORS,
         negative_anchors: Sequence[str] = NEGATIVE_ANCHORS,
+        sentiment_head: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone.eval()
         self.tokenizer = tokenizer
         self.options = options or EncoderOptions()
+        # A learned head (``encoder_triton.sentiment.head.SentimentHead``: embeddings -> logits) replaces
+        # the anchor score when given; it must have been trained on this backbone's embeddings.
+        self.sentiment_head = sentiment_head.eval() if sentiment_head is not None else None
         if not positive_anchors or not negative_anchors:
             raise ValueError("both anchor sets must be non-empty")
         # Anchors are embedded once with the model itself, so they follow any change of backbone.
@@ -206,8 +227,12 @@ class Encoder(torch.nn.Module):
         path: str | Path | None = None,
         options: EncoderOptions | None = None,
         device: str | torch.device | None = "cpu",
+        sentiment_head: str | Path | None = None,
     ) -> Encoder:
-        """Load tokenizer and weights from a local folder (never a hub: ``local_files_only``)."""
+        """Load tokenizer and weights from a local folder (never a hub: ``local_files_only``).
+
+        ``sentiment_head``: a folder written by ``sentiment.head.save_head`` (``head.json`` + ``head.pt``);
+        without it the score comes from the anchors."""
         options = options or EncoderOptions()
         target = resolve_device(device)
         if target.type == "cpu" and options.torch_threads is not None:
@@ -215,7 +240,39 @@ class Encoder(torch.nn.Module):
         folder = Path(path) if path is not None else default_model_path()
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         backbone = AutoModel.from_pretrained(folder, local_files_only=True)
-        return cls(backbone.to(target), tokenizer, options)
+        head = None
+        if sentiment_head is not None:
+            from encoder_triton.sentiment.head import load_head  # torch + numpy only: fine in the server env
+
+            head, _ = load_head(Path(sentiment_head))
+            if head.dim != int(backbone.config.hidden_size):
+                raise ValueError(
+                    f"sentiment head expects {head.dim}-d embeddings, the backbone gives "
+                    f"{backbone.config.hidden_size}"
+                )
+            head = head.to(target)
+        return cls(backbone.to(target), tokenizer, options, sentiment_head=head)
+
+    @classmethod
+    def from_version_dir(
+        cls,
+        version_dir: str | Path,
+        options: EncoderOptions | None = None,
+        device: str | torch.device | None = "cpu",
+    ) -> Encoder:
+        """The model a Triton version folder describes (see ``version_layout``): what ``model.py`` serves.
+
+        Raises ``manifest.ExportMismatch`` when the folder's ``export.json`` names weights that are missing
+        or that compute another probe embedding than at export time."""
+        from encoder_triton.manifest import PROBE_TEXT, check_files, check_probe, read_manifest
+
+        folder = Path(version_dir)
+        manifest = read_manifest(folder)
+        check_files(manifest, folder)
+        weights, head = version_layout(folder)
+        encoder = cls.from_pretrained(weights, options=options, device=device, sentiment_head=head)
+        check_probe(manifest, encoder.embed([PROBE_TEXT]))
+        return encoder
 
     @property
     def device(self) -> torch.device:
@@ -245,16 +302,21 @@ class Encoder(torch.nn.Module):
         step = max(1, self.options.batch_size)
         for start in range(0, len(order), step):
             chunk = order[start : start + step]
-            batch = self.tokenizer(
-                self._fit([texts[i] for i in chunk]),
-                padding=True,
-                truncation=True,
-                max_length=self.options.max_length,
-                return_tensors="pt",
-            )
+            batch = self.tokenize([texts[i] for i in chunk])
             vectors = self(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
             out[chunk] = vectors.cpu().numpy()
         return out
+
+    def tokenize(self, texts: Sequence[str]) -> Any:
+        """Padded ``input_ids`` / ``attention_mask`` tensors for validated texts, cut like at inference
+        (training uses this too, so a fine-tuned model sees the same token windows it is served)."""
+        return self.tokenizer(
+            self._fit(list(texts)),
+            padding=True,
+            truncation=True,
+            max_length=self.options.max_length,
+            return_tensors="pt",
+        )
 
     def _fit(self, texts: list[str]) -> list[str]:
         """Cut over-long texts to head + tail (see ``DEFAULT_HEAD_TOKENS``); the tokenizer's own
@@ -271,6 +333,11 @@ class Encoder(torch.nn.Module):
         ]
 
     def sentiment(self, embeddings: FloatArray) -> FloatArray:
+        if self.sentiment_head is not None:
+            with torch.inference_mode():
+                x = torch.as_tensor(np.asarray(embeddings, dtype=np.float32), device=self.device)
+                scores: FloatArray = torch.sigmoid(self.sentiment_head(x)).float().cpu().numpy()
+            return scores.astype(np.float32)
         return anchor_sentiment(
             embeddings,
             self._positive,

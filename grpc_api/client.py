@@ -103,6 +103,30 @@ def decode_profile(msg: recommender_pb2.UserProfile) -> models.UserProfile:
     )
 
 
+def channel_credentials(
+    tls: bool = False,
+    tls_ca_file: Path | None = None,
+    tls_cert_file: Path | None = None,
+    tls_key_file: Path | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials from the client's options, or None for a plain channel."""
+    if (tls_cert_file is None) != (tls_key_file is None):
+        raise ValueError("tls_cert_file and tls_key_file go together")
+    if not (tls or tls_ca_file is not None or tls_cert_file is not None):
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=tls_ca_file.read_bytes() if tls_ca_file is not None else None,
+        private_key=tls_key_file.read_bytes() if tls_key_file is not None else None,
+        certificate_chain=tls_cert_file.read_bytes() if tls_cert_file is not None else None,
+    )
+
+
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    """Per-call metadata rather than call credentials, which gRPC only sends over TLS: a server behind a
+    TLS-terminating proxy still gets the token."""
+    return (("authorization", f"Bearer {token}"),) if token is not None else None
+
+
 class RecommenderClient:
     def __init__(
         self,
@@ -117,26 +141,22 @@ class RecommenderClient:
         tls_cert_file: Path | None = None,
         tls_key_file: Path | None = None,
     ) -> None:
-        if (tls_cert_file is None) != (tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file go together")
-        if tls or tls_ca_file is not None or tls_cert_file is not None:
+        tls_credentials = channel_credentials(tls, tls_ca_file, tls_cert_file, tls_key_file)
+        if tls_credentials is not None:
             if credentials is not None:
                 raise ValueError("pass either credentials or the tls options, not both")
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates=tls_ca_file.read_bytes() if tls_ca_file is not None else None,
-                private_key=tls_key_file.read_bytes() if tls_key_file is not None else None,
-                certificate_chain=tls_cert_file.read_bytes() if tls_cert_file is not None else None,
-            )
-        # Per-call metadata rather than call credentials, which gRPC only sends over TLS: a server behind a
-        # TLS-terminating proxy still gets the token.
-        self._metadata: tuple[tuple[str, str], ...] | None = (
-            (("authorization", f"Bearer {token}"),) if token is not None else None
-        )
+            credentials = tls_credentials
+        self._metadata = auth_metadata(token)
         options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.enable_retries", 1),
+            # gRPC's reconnect backoff grows to 120 s by default: a client that saw the server restart
+            # would keep failing fast long after it is back. Capped, it reconnects within ~2 s.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ]
         self._channel = (
             grpc.secure_channel(target, credentials, options=options)

@@ -35,6 +35,7 @@ import grpc
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
+from grpc_api import metrics
 from llmrec.logs import get_logger
 from llmrec.settings import ApiSettings
 
@@ -281,6 +282,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
 
         async def refuse(context: Context) -> None:
             log.info("request", method=method, status="UNAUTHENTICATED", token_present=token is not None)
+            metrics.observe_refusal(method, "UNAUTHENTICATED", time.perf_counter())
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
         return _guarded(handler, refuse)
@@ -304,10 +306,12 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
             return handler
 
         async def limit(context: Context) -> None:
+            started = time.perf_counter()
             client = client_id(context, self._tokens)
             allowed, wait_s = self._limiter.allow(client)
             if not allowed:
                 log.info("request", method=method, status="RESOURCE_EXHAUSTED", client=client)
+                metrics.observe_refusal(method, "RESOURCE_EXHAUSTED", started)
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"rate limit of {self._limiter.rate_per_s:g} requests/s exceeded; "

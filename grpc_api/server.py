@@ -24,16 +24,15 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import Histogram
 
-from grpc_api import models, security
+from grpc_api import metrics, models, security
 from grpc_api.errors import DeadlineExceeded, ServiceError, Unavailable
 from grpc_api.service import RecommendationService, ServiceConfig, Snapshot
 from grpc_api.status import INTERNAL_MESSAGE, status_for
@@ -41,6 +40,9 @@ from llmrec.logs import get_logger
 from llmrec.settings import Settings
 from llmrec.store.interface import ProfileReader, StoreUnavailable
 from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
+
+if TYPE_CHECKING:
+    from ranker.model.serving import LearnedRanker
 
 log = get_logger(__name__)
 
@@ -56,14 +58,6 @@ STORE_RETRY_MAX_S = 10.0
 
 class ClosableStore(ProfileReader, Protocol):
     async def close(self) -> None: ...
-
-
-REQUEST_SECONDS = Histogram(
-    "llmrec_api_request_seconds",
-    "gRPC request latency by method and status code",
-    ["method", "code"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-)
 
 
 # -- encoding -------------------------------------------------------------------------------------------
@@ -164,6 +158,7 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if request is _UNDECODABLE:
                 log.info("request", method=method, status="INVALID_ARGUMENT", error="undecodable request")
+                metrics.observe_refusal(method, "INVALID_ARGUMENT", time.perf_counter())
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
             return await behaviour(request, context)
 
@@ -198,6 +193,8 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         code = grpc.StatusCode.OK
         message = ""
         response: Any = None
+        in_flight = metrics.REQUESTS_IN_FLIGHT.labels(method)
+        in_flight.inc()
         try:
             response = encode(await _within_deadline(context, run(self._ready())))
         except ServiceError as exc:
@@ -212,8 +209,9 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
             log.exception("request failed", method=method, **fields)
             code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
         finally:
+            in_flight.dec()
             elapsed = time.perf_counter() - started
-            REQUEST_SECONDS.labels(method, code.name).observe(elapsed)
+            metrics.REQUEST_SECONDS.labels(method, code.name).observe(elapsed)
             log.info(
                 "request", method=method, **fields, status=code.name, latency_ms=round(elapsed * 1000.0, 2)
             )
@@ -267,12 +265,31 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
 # -- assembly and lifecycle -----------------------------------------------------------------------------
 
 
+def load_learned_ranker(settings: Settings, dim: int) -> LearnedRanker | None:
+    """The trained ranker ``CURRENT`` under ``settings.ranker_dir``, or None (plain fusion) when none was
+    trained or it does not fit this index; either way the choice is logged."""
+    from ranker.model.serving import current_version, load_ranker
+
+    version = current_version(settings.ranker_dir)
+    if version is None:
+        log.info("no trained ranker; serving plain fusion", ranker_dir=str(settings.ranker_dir))
+        return None
+    ranker = load_ranker(settings.ranker_dir / version)
+    if ranker.dim != dim:
+        log.warning(
+            "trained ranker does not match the index; serving plain fusion", dim=ranker.dim, index_dim=dim
+        )
+        return None
+    log.info("trained ranker loaded", version=ranker.version, items=len(ranker.universe_ids))
+    return ranker
+
+
 def load_snapshot(settings: Settings) -> Snapshot:
     """Index + catalogue from ``settings.index_dir`` (blocking: run it in a thread)."""
     from llmrec.index_build import load_artifacts
 
     index, catalogue = load_artifacts(settings.index_dir)
-    snapshot = Snapshot(index, catalogue)
+    snapshot = Snapshot(index, catalogue, learned=load_learned_ranker(settings, index.dim))
     log.info(
         "index loaded",
         version=snapshot.version,
@@ -380,6 +397,7 @@ class ApiServer:
             self._store, snapshot, ServiceConfig.from_settings(self._settings)
         )
         self._servicer.attach(self._service)
+        metrics.index_served(len(snapshot.index), snapshot.version, snapshot.index.kind)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", version=snapshot.version, port=self.port)
 
@@ -395,6 +413,7 @@ class ApiServer:
             raise Unavailable("not serving yet")
         snapshot = await asyncio.to_thread(self._snapshot_loader, self._settings)
         self._service.swap(snapshot)
+        metrics.index_served(len(snapshot.index), snapshot.version, snapshot.index.kind)
         log.info("index swapped", version=snapshot.version)
         return snapshot.version
 

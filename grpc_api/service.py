@@ -19,7 +19,7 @@ import asyncio
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,9 @@ from ranker.fusion import (
 )
 from ranker.preferences import DecayPolicy, user_vector
 from ranker.retrieval import ItemIndex
+
+if TYPE_CHECKING:  # the trained ranker pulls in torch; the service only calls it
+    from ranker.model.serving import LearnedRanker
 
 log = get_logger(__name__)
 
@@ -105,10 +108,20 @@ class Snapshot:
     """Index, per-row item metadata and ranker that answer requests together. Immutable."""
 
     def __init__(
-        self, index: ItemIndex, items: Iterable[CatalogueItem], ranker: Ranker | None = None
+        self,
+        index: ItemIndex,
+        items: Iterable[CatalogueItem],
+        ranker: Ranker | None = None,
+        learned: LearnedRanker | None = None,
     ) -> None:
         self.index = index
         self.ranker: Ranker = ranker or PlainFusionRanker()
+        # The trained llmrec ranker, when one is loaded: it scores its own item universe (the items it was
+        # trained on) and ``learned_rows`` maps each universe row to this index's row (-1: not indexed).
+        self.learned = learned
+        self.learned_rows: IdArray = (
+            index.rows(learned.universe_ids) if learned is not None else np.zeros(0, dtype=np.int64)
+        )
         by_id = {int(item.item_id): item for item in items}
         rows = len(index)
         titles: list[str] = []
@@ -139,7 +152,8 @@ class Snapshot:
 
     @property
     def version(self) -> str:
-        return f"{self.index.version}/{self.ranker.version}"
+        ranker = self.learned.version if self.learned is not None else self.ranker.version
+        return f"{self.index.version}/{ranker}"
 
     def canonical_genres(self, names: Iterable[str]) -> tuple[str, ...]:
         """Catalogue spelling of each requested genre (case-insensitive); ``InvalidRequest`` for unknown."""
@@ -232,9 +246,7 @@ class RecommendationService:
 
     async def _read_user(self, user_id: str) -> tuple[StoredProfile | None, list[SeenItem]]:
         try:
-            profile, seen = await asyncio.gather(
-                self._store.get_profile(user_id), self._store.seen_items(user_id, self._config.seen_limit)
-            )
+            profile, seen = await self._store.read_user(user_id, self._config.seen_limit)
         except StoreUnavailable as exc:
             log.warning("store unavailable", user_id=user_id, error=str(exc))
             raise Unavailable("the profile database is unavailable; retry") from None
@@ -270,6 +282,10 @@ class RecommendationService:
         if query is None or not np.any(query):
             items = self._cold_start(snap, allowed, k, include)
             return Recommendations(user_id, items, COLD_START, snap.version)
+
+        if snap.learned is not None and profile is not None:
+            items = await self._learned_items(snap, snap.learned, query, profile, seen, seen_rows, allowed, k)
+            return Recommendations(user_id, items, PERSONALIZED, snap.version)
 
         rows, similarity = await self._candidates(snap, query, allowed, k, extra=len(seen))
         candidates = Candidates(
@@ -343,6 +359,34 @@ class RecommendationService:
                 int(row), float(snap.popularity[row]), cold_start_reason(snap.genres[row], include)
             )
             for row in order
+        )
+
+    async def _learned_items(
+        self,
+        snap: Snapshot,
+        learned: LearnedRanker,
+        query: FloatArray,
+        profile: StoredProfile,
+        seen: Sequence[SeenItem],
+        seen_rows: IdArray,
+        allowed: BoolArray,
+        k: int,
+    ) -> tuple[ScoredItem, ...]:
+        """The trained ranker's answer: every universe item scored by ``score_universe`` (the offline
+        evaluation's function) from the stored profile vector and seen items, then filtered and cut."""
+        signals = [(s.item_id, s.strength, s.event_time.timestamp()) for s in seen]
+        inputs = learned.online_inputs(query, signals, profile.state.ref_time_s)
+        scores = await asyncio.to_thread(learned.score, inputs)
+        rows = snap.learned_rows
+        usable = rows >= 0
+        usable[usable] &= allowed[rows[usable]]
+        candidates = np.flatnonzero(usable)
+        best = candidates[top_k(scores[candidates], k)]
+        chosen = rows[best]
+        reasons = self._reasons(snap, chosen, seen, seen_rows)
+        return tuple(
+            snap.scored_item(int(r), float(scores[b]), why)
+            for r, b, why in zip(chosen, best, reasons, strict=True)
         )
 
     async def _candidates(

@@ -71,6 +71,12 @@ class InMemoryProfiles:
         await self._enter()
         return self.seen.get(user_id, [])[:limit]
 
+    async def read_user(
+        self, user_id: str, seen_limit: int = 1000
+    ) -> tuple[StoredProfile | None, list[SeenItem]]:
+        await self._enter()
+        return self.profiles.get(user_id), self.seen.get(user_id, [])[:seen_limit]
+
     async def ping(self) -> None:
         await self._enter()
 

@@ -143,7 +143,7 @@ def run_demo(settings: Settings, keep_running: bool = False) -> int:
         console.print(f"worker caught up {waited:.1f} s after the last publish")
 
         console.rule("[bold]3. Recommendations for real users")
-        users = _active_users(settings.postgres.dsn.get_secret_value(), USERS_SHOWN)
+        users = _active_users(settings.postgres.conninfo(), USERS_SHOWN)
         with RecommenderClient(settings.api.target) as client:
             _show_users(client, users)
             anchor = (

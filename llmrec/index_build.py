@@ -33,6 +33,10 @@ log = get_logger(__name__)
 ENCODE_CHUNK = 256
 # Exact search stays under a few milliseconds per query up to about this many 384-d items.
 FLAT_MAX_ITEMS = 50_000
+# HNSW answers fastest but builds slowly: 61 s for 100k x 384 on 2 CPU cores (reports/bench.md), growing
+# faster than n, so well over ten minutes at 1M. Beyond this size IVF, which builds 1M items in under a
+# minute, is the practical choice (at the cost of slower queries: see the serving benchmark).
+HNSW_MAX_ITEMS = 300_000
 
 BatchEncoder = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 """Texts -> L2-normalised embeddings ``[len(texts), dim]`` in the same order."""
@@ -56,7 +60,9 @@ class IndexSummary:
 
 
 def choose_kind(count: int) -> IndexKind:
-    return "flat" if count <= FLAT_MAX_ITEMS else "hnsw"
+    if count <= FLAT_MAX_ITEMS:
+        return "flat"
+    return "hnsw" if count <= HNSW_MAX_ITEMS else "ivf"
 
 
 def embed_texts(

@@ -8,6 +8,8 @@ from typing import Any
 
 import structlog
 
+SECRET_BEARING_LOGGERS = ("aiokafka.conn",)
+
 
 def configure_logging(level: str = "INFO", json: bool = False) -> None:
     """Call once per process entry point. Library loggers (faust, aiokafka) go through the same output."""
@@ -29,6 +31,10 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     logging.basicConfig(
         level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # aiokafka's connection logger writes every request at DEBUG, the SASL handshake's bytes (username and
+    # password) included: never below INFO, whatever the level asked for.
+    for name in SECRET_BEARING_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level.upper())))
 
 
 def get_logger(name: str) -> Any:

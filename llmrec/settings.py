@@ -9,11 +9,36 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+PostgresSslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+def read_secret(value: SecretStr | None, file: Path | None) -> SecretStr | None:
+    """A secret given directly or through a file (its content without the trailing newline).
+
+    Files are read at each use rather than at load, so a rotated secret file is picked up by the next
+    connection and the secret never sits in the settings object (which ``settings_env`` writes out).
+    """
+    if file is None:
+        return value
+    try:
+        return SecretStr(file.read_text().rstrip("\r\n"))
+    except OSError as exc:
+        # The path is not secret; the content never reaches this message.
+        raise ValueError(f"cannot read secret file {file}: {exc.strerror}") from None
+
+
+def _one_of(value: SecretStr | None, file: Path | None, name: str) -> None:
+    if value is not None and file is not None:
+        raise ValueError(f"{name} and {name}_file are alternatives: set one")
 
 
 class KafkaSettings(BaseModel):
@@ -25,10 +50,54 @@ class KafkaSettings(BaseModel):
     # Events are keyed by user id, so a user's events stay in order within one partition.
     partitions: int = 4
     consumer_group: str = "llmrec-worker"
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    # Connection security, for every client (confluent-kafka producers, admin and consumers, and the Faust
+    # worker's aiokafka): see llmrec.events.topics.client_config and stream.app.broker_credentials.
+    security_protocol: KafkaProtocol = "PLAINTEXT"
+    # SASL (SASL_PLAINTEXT / SASL_SSL): username and a password, given directly or as a file.
+    sasl_mechanism: SaslMechanism = "PLAIN"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    # TLS (SSL / SASL_SSL): the CA that signed the brokers' certificates (else the system's roots), and a
+    # client certificate + key (PEM) when the brokers ask for one; the key's passphrase if it has one.
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_key_password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        _one_of(self.sasl_password, self.sasl_password_file, "kafka.sasl_password")
+        _one_of(self.ssl_key_password, self.ssl_key_password_file, "kafka.ssl_key_password")
+        if self.uses_sasl:
+            if not self.sasl_username or (self.sasl_password is None and self.sasl_password_file is None):
+                raise ValueError(
+                    f"kafka.security_protocol={self.security_protocol} needs kafka.sasl_username and "
+                    "kafka.sasl_password (or kafka.sasl_password_file)"
+                )
+        elif self.sasl_username or self.sasl_password is not None or self.sasl_password_file is not None:
+            raise ValueError("kafka.sasl_* settings need security_protocol SASL_PLAINTEXT or SASL_SSL")
+        tls_files = (self.ssl_ca_file, self.ssl_cert_file, self.ssl_key_file, self.ssl_key_password_file)
+        if not self.uses_ssl and (any(f is not None for f in tls_files) or self.ssl_key_password):
+            raise ValueError("kafka.ssl_* settings need security_protocol SSL or SASL_SSL")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("kafka.ssl_cert_file and kafka.ssl_key_file must be set together")
+        return self
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def sasl_password_secret(self) -> SecretStr | None:
+        return read_secret(self.sasl_password, self.sasl_password_file)
+
+    def ssl_key_password_secret(self) -> SecretStr | None:
+        return read_secret(self.ssl_key_password, self.ssl_key_password_file)
 
     @property
     def ratings_topic(self) -> str:
@@ -59,6 +128,40 @@ class PostgresSettings(BaseModel):
     dsn: SecretStr = SecretStr("postgresql://llmrec:llmrec@127.0.0.1:15432/llmrec")
     pool_min_size: int = 1
     pool_max_size: int = 8
+    # Overrides for the DSN's password and TLS parameters (libpq's names), so the DSN itself can stay free
+    # of secrets: LLMREC_POSTGRES__PASSWORD_FILE=/run/secrets/pg, LLMREC_POSTGRES__SSLMODE=verify-full, ...
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    sslmode: PostgresSslMode | None = None
+    sslrootcert: Path | None = None
+    sslcert: Path | None = None
+    sslkey: Path | None = None
+    # The pool waits at most this long between attempts to reconnect to a server that went away.
+    reconnect_max_wait_s: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_security(self) -> PostgresSettings:
+        _one_of(self.password, self.password_file, "postgres.password")
+        if (self.sslcert is None) != (self.sslkey is None):
+            raise ValueError("postgres.sslcert and postgres.sslkey must be set together")
+        return self
+
+    def conninfo(self) -> str:
+        """The libpq connection string: the DSN with the password and TLS settings applied. Holds the
+        password: hand it to psycopg, never to a log."""
+        from psycopg.conninfo import make_conninfo
+
+        extra: dict[str, str] = {}
+        password = read_secret(self.password, self.password_file)
+        if password is not None:
+            extra["password"] = password.get_secret_value()
+        if self.sslmode is not None:
+            extra["sslmode"] = self.sslmode
+        for name in ("sslrootcert", "sslcert", "sslkey"):
+            path: Path | None = getattr(self, name)
+            if path is not None:
+                extra[name] = str(path)
+        return make_conninfo(self.dsn.get_secret_value(), **extra)
 
 
 class TritonSettings(BaseModel):
@@ -72,6 +175,11 @@ class TritonSettings(BaseModel):
     # A review is cut to 128 tokens; on one CPU core a batch of 32 takes about 1.5 s.
     timeout_s: float = 10.0
     retries: int = 3
+    # Requests one client keeps in flight. More would only queue inside Triton, where each one's deadline
+    # runs: a backlog of reviews sent at once timed out as a whole and was retried as a whole, for ever
+    # (found by the soak test on 2 shared cores). Queued in the client, a request's deadline starts when
+    # it is sent, and 16 still fill a dynamic batch.
+    max_in_flight: int = Field(default=16, ge=1)
     repository: Path = REPO_ROOT / "encoder_triton" / "model_repository"
 
     @property
@@ -82,7 +190,14 @@ class TritonSettings(BaseModel):
 class WorkerSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    batch_size: int = 256
+    # Up to batch_size events per transaction; a batch closes earlier after batch_within_s. Under a backlog
+    # large batches mean fewer commits and one profile write per user per batch (bench/ingest.py
+    # --compare-batch-size 256: 1.47x in one run; 0.91x and 1.04x in two runs on a heavily loaded machine,
+    # where batches stayed far below the limit); a lone event still waits at most batch_within_s.
+    batch_size: int = 2048
+    # Reviews wait for the encoder (one Triton request each, about 20 a second on one CPU core): a smaller
+    # batch keeps every request of a batch within the encoder's timeout and commits scored reviews sooner.
+    review_batch_size: int = 64
     batch_within_s: float = 0.2
     # Faust needs its own port for the web view even if disabled in tests; the stack enables it for metrics.
     web_port: int = 16066
@@ -167,6 +282,11 @@ class Settings(BaseSettings):
     @cached_property
     def index_dir(self) -> Path:
         return self.artifacts_dir / "index"
+
+    @cached_property
+    def ranker_dir(self) -> Path:
+        """Trained ranker versions (``<version>/``) and the ``CURRENT`` pointer (``llmrec train-ranker``)."""
+        return self.artifacts_dir / "ranker"
 
 
 def load_settings() -> Settings:

@@ -169,7 +169,10 @@ def apply_contributions(
 
 def user_vector(state: PreferenceState) -> Vector:
     """The served profile: the decayed weighted mean, L2-normalised (zeros for an empty profile)."""
-    norm = float(np.linalg.norm(state.vector_sum))
+    # In float64: an old profile decays to components near 1e-22, whose float32 squares are subnormal, and
+    # a float32 norm then came out too small (a "unit" vector of length 1.000002; found by hypothesis).
+    vector = state.vector_sum.astype(np.float64)
+    norm = float(np.linalg.norm(vector))
     if state.is_empty or norm == 0.0 or not math.isfinite(norm):
         return np.zeros_like(state.vector_sum)
-    return (state.vector_sum / norm).astype(np.float32)
+    return (vector / norm).astype(np.float32)

@@ -72,8 +72,13 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128
 # IVF: about 4 * sqrt(n) cells keeps each cell a few hundred vectors; probing 1/8 of them (at least 8)
-# keeps recall high on embeddings that cluster by genre.
+# keeps recall high on embeddings that cluster by genre. At most 1024 cells, trained by k-means on at most
+# 64 sampled vectors per cell: on 2 CPU cores, 1M x 384 trained in 15 s and filled in 24 s (1000 cells),
+# where 4,000 cells trained on every vector would take many minutes.
 IVF_NPROBE_FRACTION = 8
+IVF_MAX_NLIST = 1024
+IVF_TRAIN_PER_LIST = 64
+IVF_TRAIN_SEED = 1234
 # Rows must be unit vectors to within this, after which they are renormalised exactly.
 NORM_TOLERANCE = 1e-2
 
@@ -130,7 +135,7 @@ def _content_hash(item_ids: IdArray, embeddings: FloatArray) -> str:
 
 def _ivf_nlist(count: int) -> int:
     # FAISS wants about 39 training points per cell; small catalogues get few cells.
-    return max(1, min(int(4 * math.sqrt(count)), count // 39))
+    return max(1, min(int(4 * math.sqrt(count)), count // 39, IVF_MAX_NLIST))
 
 
 def _make_faiss_index(embeddings: FloatArray, kind: IndexKind) -> tuple[Any, dict[str, int]]:
@@ -148,7 +153,13 @@ def _make_faiss_index(embeddings: FloatArray, kind: IndexKind) -> tuple[Any, dic
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         # FAISS's Python wrapper keeps a reference from the IVF index to its quantizer.
-        index.train(embeddings)
+        sample = embeddings
+        if count > nlist * IVF_TRAIN_PER_LIST:
+            rows = np.random.default_rng(IVF_TRAIN_SEED).choice(
+                count, nlist * IVF_TRAIN_PER_LIST, replace=False
+            )
+            sample = embeddings[np.sort(rows)]
+        index.train(sample)
         nprobe = min(nlist, max(8, nlist // IVF_NPROBE_FRACTION))
         index.nprobe = nprobe
         params = {"nlist": nlist, "nprobe": nprobe}

@@ -15,7 +15,7 @@ than dropping them). Partitions wait meanwhile, which the per-batch error log ma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import faust
@@ -87,18 +87,34 @@ def register_agents(
     batch_size: int,
     within_s: float,
     backoff: Backoff | None = None,
+    topic_batch_sizes: Mapping[str, int] | None = None,
+    on_batch: Callable[[Sequence[EventT[Any]]], None] | None = None,
 ) -> list[AgentT[Any]]:
     """Declare one agent per topic. Separate agents keep an encoder outage (reviews wait for Triton) from
-    holding up ratings and watch events."""
+    holding up ratings and watch events. ``topic_batch_sizes`` overrides ``batch_size`` by topic name;
+    ``on_batch`` sees each batch as it is taken (metrics)."""
     policy = backoff or Backoff(initial_s=1.0, max_s=60.0)
     agents: list[AgentT[Any]] = []
     for topic in topics:
         name = topic.get_topic_name()
-
-        async def consume(stream: StreamT[bytes]) -> None:
-            # take_events (not take): the batch keeps each message's topic, partition, offset and key.
-            async for events in cast("Stream[bytes]", stream).take_events(batch_size, within=within_s):
-                await handle_until_done(events, handler, backoff=policy)
-
+        size = (topic_batch_sizes or {}).get(name, batch_size)
+        consume = _consumer(size, within_s, handler, policy, on_batch)
         agents.append(app.agent(topic, name=f"consume:{name}")(consume))
     return agents
+
+
+def _consumer(
+    size: int,
+    within_s: float,
+    handler: BatchHandler,
+    policy: Backoff,
+    on_batch: Callable[[Sequence[EventT[Any]]], None] | None,
+) -> Callable[[StreamT[bytes]], Awaitable[None]]:
+    async def consume(stream: StreamT[bytes]) -> None:
+        # take_events (not take): the batch keeps each message's topic, partition, offset and key.
+        async for events in cast("Stream[bytes]", stream).take_events(size, within=within_s):
+            if on_batch is not None:
+                on_batch(events)
+            await handle_until_done(events, handler, backoff=policy)
+
+    return consume

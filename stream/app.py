@@ -36,15 +36,34 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
-def broker_credentials(kafka: KafkaSettings) -> faust.SASLCredentials | None:
-    if not kafka.security_protocol.startswith("SASL") or kafka.sasl_username is None:
-        return None
-    return faust.SASLCredentials(
-        username=kafka.sasl_username,
-        password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else "",
-        mechanism=kafka.sasl_mechanism or "PLAIN",
-        ssl_context=ssl.create_default_context() if kafka.security_protocol == "SASL_SSL" else None,
-    )
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """TLS for the worker's Kafka connections: the settings' CA (else the system's roots) and, when given,
+    the client certificate and key, as ``llmrec.events.topics.client_config`` gives librdkafka."""
+    context = ssl.create_default_context(cafile=str(kafka.ssl_ca_file) if kafka.ssl_ca_file else None)
+    if kafka.ssl_cert_file is not None and kafka.ssl_key_file is not None:
+        key_password = kafka.ssl_key_password_secret()
+        context.load_cert_chain(
+            str(kafka.ssl_cert_file),
+            str(kafka.ssl_key_file),
+            password=key_password.get_secret_value() if key_password is not None else None,
+        )
+    return context
+
+
+def broker_credentials(kafka: KafkaSettings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """Faust's ``broker_credentials`` (aiokafka's security_protocol follows from their type): SASL with
+    or without TLS, TLS alone, or None for PLAINTEXT. Faust's reprs of these omit the password."""
+    if kafka.uses_sasl:
+        password = kafka.sasl_password_secret()
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=password.get_secret_value() if password is not None else "",
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=ssl_context(kafka) if kafka.uses_ssl else None,
+        )
+    if kafka.uses_ssl:
+        return faust.SSLCredentials(ssl_context(kafka))
+    return None
 
 
 def create_app(settings: Settings, *, web_enabled: bool = False) -> faust.App:
@@ -79,6 +98,9 @@ def create_app(settings: Settings, *, web_enabled: bool = False) -> faust.App:
         # On shutdown, wait until every event taken from Kafka is applied (or dead-lettered) and acked, then
         # commit: the batch in flight finishes instead of being replayed.
         stream_wait_empty=True,
+        # Messages prefetched per agent while a batch is applied: a few batches' worth, so the next batch is
+        # ready when the current one commits (Faust's default 4096 is two of our batches).
+        stream_buffer_maxsize=max(4096, 4 * settings.worker.batch_size),
     )
 
 

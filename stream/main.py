@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import faust
 import psycopg
+from faust.types import TP, EventT
 from mode import Service
 
 from encoder_triton.client import EncoderClient
@@ -70,7 +71,7 @@ class WorkerResources(Service):
 
     async def on_start(self) -> None:
         settings = self.settings
-        await asyncio.to_thread(migrate_when_reachable, settings.postgres.dsn.get_secret_value())
+        await asyncio.to_thread(migrate_when_reachable, settings.postgres.conninfo())
         await asyncio.to_thread(ensure_system_topics, settings.kafka)
         try:
             items = await asyncio.to_thread(ArrayItemVectors.load, settings.index_dir)
@@ -82,7 +83,9 @@ class WorkerResources(Service):
 
         self._store = PostgresStore.from_settings(settings.postgres, name="llmrec-worker")
         await self._store.open()
-        self._encoder = EncoderClient.from_settings(settings.triton)
+        self._encoder = EncoderClient.from_settings(
+            settings.triton, max_in_flight=settings.triton.max_in_flight
+        )
         if not await self._encoder.ready():
             # Not fatal: ratings and watch events flow meanwhile; reviews wait for the encoder.
             log.warning("encoder not ready yet; reviews will wait for it", url=settings.triton.grpc_url)
@@ -114,6 +117,26 @@ class WorkerResources(Service):
         return result
 
 
+def lag_reporter(app: faust.App) -> Callable[[Sequence[EventT[Any]]], None]:
+    """Set the consumer-lag gauge of each partition in a batch: the consumer's last seen high watermark
+    minus the offset after the batch's last message from that partition."""
+
+    def report(events: Sequence[EventT[Any]]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for event in events:
+            key = (event.message.topic, event.message.partition)
+            last[key] = max(last.get(key, -1), event.message.offset)
+        for (topic, partition), offset in last.items():
+            try:
+                highwater = app.consumer.highwater(TP(topic, partition))
+            except Exception:  # a metric must never stop consumption (no assignment yet, say)
+                continue
+            if highwater is not None:
+                metrics.observe_lag(topic, partition, highwater - (offset + 1))
+
+    return report
+
+
 def build_worker(settings: Settings) -> tuple[faust.App, WorkerResources]:
     app = create_app(settings)
     topics = declare_topics(app, settings.kafka)
@@ -124,6 +147,8 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerResources]:
         resources.handle,
         batch_size=settings.worker.batch_size,
         within_s=settings.worker.batch_within_s,
+        topic_batch_sizes={settings.kafka.reviews_topic: settings.worker.review_batch_size},
+        on_batch=lag_reporter(app),
     )
     ready_logged = False
 

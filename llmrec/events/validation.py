@@ -16,6 +16,8 @@ AnyEvent = RatingEvent | ReviewEvent | WatchEvent
 # Larger than any legitimate event (a 20k-character review is about 80 KB of UTF-8 at worst).
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_INT_DIGITS = 64
+# Built once: iterating the enum per message was a tenth of the worker's validation time (profiled).
+_EVENT_TYPES = frozenset(t.value for t in EventType)
 
 
 class RejectReason(StrEnum):
@@ -67,6 +69,15 @@ def _parse_int(token: str) -> int:
     return int(token)
 
 
+# One decoder for every message: json.loads with hooks builds a new JSONDecoder per call, which cost as
+# much as the parse itself for our small events (profiled).
+_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant,
+    parse_float=lambda s: _check_finite(float(s)),
+    parse_int=_parse_int,
+)
+
+
 def _summarise(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_url=False)[:5]:
@@ -86,12 +97,7 @@ def parse_event(raw: bytes | None, expected_type: EventType | None = None) -> An
     except UnicodeDecodeError as exc:
         raise InvalidEvent(RejectReason.INVALID_UTF8, str(exc)) from None
     try:
-        payload = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_float=lambda s: _check_finite(float(s)),
-            parse_int=_parse_int,
-        )
+        payload = _DECODER.decode(text)
     except InvalidEvent:
         raise
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -102,10 +108,10 @@ def parse_event(raw: bytes | None, expected_type: EventType | None = None) -> An
         )
     event_type = payload.get("event_type")
     # isinstance first: a list or object as event_type is unhashable and would raise TypeError in the set.
-    if not isinstance(event_type, str) or event_type not in {t.value for t in EventType}:
+    if not isinstance(event_type, str) or event_type not in _EVENT_TYPES:
         raise InvalidEvent(
             RejectReason.UNKNOWN_EVENT_TYPE,
-            f"event_type {repr(event_type)[:100]} is not one of {sorted(t.value for t in EventType)}",
+            f"event_type {repr(event_type)[:100]} is not one of {sorted(_EVENT_TYPES)}",
         )
     if expected_type is not None and event_type != expected_type.value:
         raise InvalidEvent(RejectReason.WRONG_TOPIC, f"{event_type} event on the {expected_type.value} topic")

@@ -101,6 +101,12 @@ class ProfileReader(Protocol):
         """The user's items, strongest signal first, for exclusion and explanations."""
         ...
 
+    async def read_user(
+        self, user_id: str, seen_limit: int = 1000
+    ) -> tuple[StoredProfile | None, list[SeenItem]]:
+        """``get_profile`` and ``seen_items`` together, as one database round trip where the store can."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the database cannot answer."""
         ...

@@ -9,23 +9,45 @@ each user's known items (``exclude_known``) so every model is excluded the same 
   similar neighbours; a user's score for j = sum of sim(i, j) over the items i they have.
 - ``EASE`` (Steck 2019): closed-form item-item ridge regression with a zero diagonal,
   ``B = I - P / diag(P)`` (off-diagonal ``-P_ij / P_jj``) where ``P = (X^T X + lambda I)^-1``.
-- ``BPRMF``: matrix factorisation trained with the BPR pairwise loss in PyTorch on CPU (uniform negatives).
+- ``BPRMF`` (``bpr``): matrix factorisation trained with the BPR pairwise loss in PyTorch on CPU (uniform
+  negatives).
 
-Every model is deterministic given its ``seed`` (only BPR-MF uses it).
+The learned models (``mf``, ``ncf``, ``lightgcn``, ``vbpr_text``, ``sasrec``, ``bert4rec``) live in
+``factor_models`` and ``sequential``. Every model is deterministic given its ``seed``.
+
+Fold-in (``score_history``): a user absent from training arrives with a few interactions and is scored
+without retraining. Popularity ignores the history; ItemKNN and EASE multiply the history row with their
+item x item matrix (exactly how they score known users); BPR solves the user factor by weighted ridge
+regression on its item factors (``ridge_fold_in``). Each other model documents its own.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Self
 
 import numpy as np
 import numpy.typing as npt
 
-from ranker.evaluation.datasets import IntArray
+from ranker.evaluation.datasets import IntArray, InteractionData
 
 Matrix = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class FitContext:
+    """What a model may use beyond the binary training matrix. The evaluator fills every field; a model that
+    needs one that is missing raises. ``sequences[u]`` holds user ``u``'s training item indices oldest first
+    (time order where the data has timestamps, else the source's row order); ``item_features`` is an
+    item x dim array of text embeddings (rows of zeros for items without text); ``data`` and ``train_rows``
+    give access to side columns (ratings, timestamps, raw ids) of the training interactions."""
+
+    sequences: Sequence[IntArray] | None = None
+    item_features: npt.NDArray[np.float32] | None = None
+    data: InteractionData | None = None
+    train_rows: IntArray | None = None
 
 
 class Recommender(ABC):
@@ -33,6 +55,7 @@ class Recommender(ABC):
 
     def __init__(self) -> None:
         self._n_items: int | None = None
+        self._context = FitContext()
 
     @property
     def n_items(self) -> int:
@@ -40,16 +63,28 @@ class Recommender(ABC):
             raise RuntimeError(f"{self.name} is not fitted")
         return self._n_items
 
-    def fit(self, train: Matrix) -> Self:
+    def fit(self, train: Matrix, context: FitContext | None = None) -> Self:
         if train.ndim != 2:
             raise ValueError("train must be a 2-D user x item matrix")
         self._n_items = int(train.shape[1])
+        self._context = context or FitContext()
         self._fit(np.asarray(train, dtype=np.float32))
         return self
 
     def score(self, users: IntArray) -> Matrix:
         scores = self._score(np.asarray(users, dtype=np.int64))
         return np.asarray(scores, dtype=np.float32)
+
+    def score_history(self, history: Matrix, sequences: Sequence[IntArray] | None = None) -> Matrix:
+        """Fold-in: scores for users unseen in training, one row of ``history`` (binary, n x items) each;
+        ``sequences`` gives the same items in time order for the sequential models."""
+        if history.ndim != 2 or history.shape[1] != self.n_items:
+            raise ValueError(f"history must be n x {self.n_items}")
+        scores = self._score_history(np.asarray(history, dtype=np.float32), sequences)
+        return np.asarray(scores, dtype=np.float32)
+
+    def _score_history(self, history: Matrix, sequences: Sequence[IntArray] | None) -> Matrix:
+        raise NotImplementedError(f"{self.name} cannot fold in new users")
 
     @abstractmethod
     def _fit(self, train: Matrix) -> None: ...
@@ -66,6 +101,23 @@ def exclude_known(scores: Matrix, known: Matrix) -> Matrix:
     return out
 
 
+def ridge_fold_in(
+    history: Matrix, item_factors: Matrix, reg: float, alpha: float = 10.0
+) -> npt.NDArray[np.float64]:
+    """User factors for new users, by the weighted-ridge user step of implicit ALS (Hu et al. 2008): each
+    history item is a target of 1 with confidence ``1 + alpha``, every other item a target of 0 with
+    confidence 1, and ``u = (V^T V + alpha V_p^T V_p + reg I)^-1 (1 + alpha) V_p^T 1``."""
+    v = item_factors.astype(np.float64)
+    gram = v.T @ v + reg * np.eye(v.shape[1])
+    out = np.zeros((history.shape[0], v.shape[1]))
+    for row in range(history.shape[0]):
+        vp = v[history[row] > 0]
+        if vp.shape[0] == 0:
+            continue
+        out[row] = np.linalg.solve(gram + alpha * vp.T @ vp, (1.0 + alpha) * vp.sum(axis=0))
+    return out
+
+
 class Popularity(Recommender):
     name = "pop"
 
@@ -74,6 +126,9 @@ class Popularity(Recommender):
 
     def _score(self, users: IntArray) -> Matrix:
         return np.broadcast_to(self._counts, (users.size, self._counts.size)).copy()
+
+    def _score_history(self, history: Matrix, sequences: Sequence[IntArray] | None) -> Matrix:
+        return self._score(np.arange(history.shape[0]))
 
 
 class _UserRowsModel(Recommender, ABC):
@@ -84,6 +139,15 @@ class _UserRowsModel(Recommender, ABC):
 
     def _score_with(self, users: IntArray, item_matrix: Matrix) -> Matrix:
         return self._train[users] @ item_matrix
+
+    @abstractmethod
+    def _item_matrix(self) -> Matrix: ...
+
+    def _score(self, users: IntArray) -> Matrix:
+        return self._score_with(users, self._item_matrix())
+
+    def _score_history(self, history: Matrix, sequences: Sequence[IntArray] | None) -> Matrix:
+        return history @ self._item_matrix()
 
 
 class ItemKNN(_UserRowsModel):
@@ -110,8 +174,8 @@ class ItemKNN(_UserRowsModel):
             np.put_along_axis(sim, drop, 0.0, axis=0)
         self._sim = sim
 
-    def _score(self, users: IntArray) -> Matrix:
-        return self._score_with(users, self._sim)
+    def _item_matrix(self) -> Matrix:
+        return self._sim
 
 
 class EASE(_UserRowsModel):
@@ -131,8 +195,8 @@ class EASE(_UserRowsModel):
         np.fill_diagonal(b, 0.0)
         self._b = b.astype(np.float32)
 
-    def _score(self, users: IntArray) -> Matrix:
-        return self._score_with(users, self._b)
+    def _item_matrix(self) -> Matrix:
+        return self._b
 
 
 @dataclass(frozen=True)
@@ -148,7 +212,7 @@ class BPRConfig:
 
 
 class BPRMF(Recommender):
-    name = "bpr-mf"
+    name = "bpr"
 
     def __init__(self, config: BPRConfig | None = None) -> None:
         super().__init__()
@@ -157,6 +221,7 @@ class BPRMF(Recommender):
     def _fit(self, train: Matrix) -> None:
         import torch  # a heavy import kept out of the metrics/splits path
 
+        torch.manual_seed(self.config.seed)
         cfg = self.config
         n_users, n_items = train.shape
         users, items = np.nonzero(train)
@@ -191,4 +256,11 @@ class BPRMF(Recommender):
 
     def _score(self, users: IntArray) -> Matrix:
         scores: Matrix = self._users[users] @ self._items.T + self._bias[None, :]
+        return scores
+
+    def _score_history(self, history: Matrix, sequences: Sequence[IntArray] | None) -> Matrix:
+        # Regularised relative to the item factors' scale, so one setting suits any trained embedding size.
+        reg = 0.1 * float(np.mean(np.sum(self._items**2, axis=1))) + 1e-6
+        users = ridge_fold_in(history, self._items, reg)
+        scores: Matrix = (users @ self._items.T + self._bias[None, :]).astype(np.float32)
         return scores

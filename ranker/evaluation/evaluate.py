@@ -6,14 +6,20 @@ train items are removed. There is no negative sampling, so the figures are compa
 not with the paper's unpublished protocol.
 
 ``run_eval`` writes ``reports/eval.json`` (a JSON list of records, one per dataset x protocol x model x seed)
-and a markdown table beside it (``eval.md``).
+and a markdown table beside it (``eval.md``). It *merges*: records already in the file with the same
+(dataset, protocol, model, seed) are replaced, all others kept, so a model can be added (``llmrec eval
+--models llmrec``) without rerunning the rest; the markdown is rebuilt from the merged list.
+
+Users held out of training (protocol (d) cold, ``Split.fold_in``) are scored by ``Recommender.score_history``
+from their given interactions; everyone else by ``Recommender.score``.
 
 Record shape::
 
     {"dataset": "mal-completed", "protocol": "user_random_80_10_10", "model": "ease", "seed": 42,
      "metrics": {"ndcg@10": ..., "mrr": ..., "recall@10": ..., "precision@10": ..., "hit@10": ...,
                  "map@10": ..., "mrr@10": ..., "coverage@10": ..., "long_tail@10": ..., "ild@10": ...,
-                 ... the same for every K ..., "users": <users evaluated>}}
+                 ... the same for every K ..., "users": <users evaluated>,
+                 "fit_s": <seconds to fit>, "infer_ms_per_user": <scoring time per evaluated user, ms>}}
 
 ``mrr`` is uncut (the rank of the first hit in the full ranking); ``mrr@K`` is cut at K. ``coverage@K`` and
 ``long_tail@K`` are over all users' top-K lists; ``ild@K`` is the mean intra-list distance using the items'
@@ -39,6 +45,7 @@ from ranker.evaluation.baselines import (
     BPRMF,
     EASE,
     BPRConfig,
+    FitContext,
     ItemKNN,
     Popularity,
     Recommender,
@@ -49,16 +56,16 @@ from ranker.evaluation.splits import PROTOCOL_RANDOM, PROTOCOL_TEMPORAL, Part, S
 
 DEFAULT_KS = (5, 10, 20)
 ModelFactory = Callable[[int], Recommender]  # seed -> unfitted model
+Features = npt.NDArray[np.float32]
 
-# Defaults from a light grid on the *validation* part of protocol (a), seed 42, by NDCG@10, on mal-completed
-# and mal-rating23 (one setting for both): EASE reg in {50, 200, 500, 1000, 2000} -> 200 (best on completed,
-# 0.004 behind 50 on rating23); ItemKNN k in {20, 50, 100, 200, 500} -> 50; BPR-MF over factors, epochs, lr
-# and L2 -> 64 factors, 30 epochs, lr 5e-3, L2 1e-2. Popularity has nothing to tune.
+# The original hand-tuned subset, kept for callers that want no registry; ``registry.MODEL_SPECS`` holds
+# every baseline with its search space, and ``llmrec eval`` uses the tuned parameters from
+# ``reports/tuned_params.json``.
 DEFAULT_MODELS: dict[str, ModelFactory] = {
     "pop": lambda seed: Popularity(),
     "itemknn": lambda seed: ItemKNN(neighbours=50),
     "ease": lambda seed: EASE(reg=200.0),
-    "bpr-mf": lambda seed: BPRMF(BPRConfig(seed=seed)),
+    "bpr": lambda seed: BPRMF(BPRConfig(seed=seed)),
 }
 
 
@@ -80,15 +87,66 @@ class EvalRecord:
         }
 
 
+def fit_context(split: Split, item_features: Features | None = None) -> FitContext:
+    """Everything a model may train on besides the matrix: the training rows only (never held-out ones)."""
+    return FitContext(
+        sequences=split.sequences(),
+        item_features=item_features,
+        data=split.data,
+        train_rows=split.train,
+    )
+
+
+def fit_on_split(model: Recommender, split: Split, item_features: Features | None = None) -> Recommender:
+    return model.fit(split.train_matrix(), fit_context(split, item_features))
+
+
+Scorer = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.float32]]
+
+
+def split_scorer(model: Recommender, split: Split) -> Scorer:
+    """Scores for a batch of user indices: ``score`` for trained users, fold-in from ``split.fold_in`` for
+    users with no training rows but given ones (protocol (d) cold)."""
+    if split.fold_in.size == 0:
+        return model.score
+    data = split.data
+    given = data.matrix(split.fold_in)
+    sequences = split.sequences(split.fold_in)
+    folded = np.zeros(data.n_users, dtype=bool)
+    folded[data.users[split.fold_in]] = True
+
+    def score(users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        out = np.empty((users.size, data.n_items), dtype=np.float32)
+        cold = folded[users]
+        if (~cold).any():
+            out[~cold] = model.score(users[~cold])
+        if cold.any():
+            picked = users[cold]
+            out[cold] = model.score_history(given[picked], [sequences[u] for u in picked.tolist()])
+        return out
+
+    return score
+
+
 def ranked_lists(
-    model: Recommender, users: npt.NDArray[np.int64], known: npt.NDArray[np.float32], batch_size: int = 512
+    model: Recommender | Scorer,
+    users: npt.NDArray[np.int64],
+    known: npt.NDArray[np.float32],
+    batch_size: int = 512,
+    timing: list[float] | None = None,
 ) -> list[npt.NDArray[np.int64]]:
     """Each user's full ranking of the items not in ``known`` (best first). Ties keep item-index order
-    (stable sort), so a model that scores everything equally is ranked deterministically."""
+    (stable sort), so a model that scores everything equally is ranked deterministically. ``timing``, when
+    given, receives the seconds spent in the model's scoring calls (not the sorting)."""
+    scorer = model.score if isinstance(model, Recommender) else model
     out: list[npt.NDArray[np.int64]] = []
     for start in range(0, users.size, batch_size):
         batch = users[start : start + batch_size]
-        scores = exclude_known(model.score(batch), known[batch])
+        started = time.perf_counter()
+        raw = scorer(batch)
+        if timing is not None:
+            timing.append(time.perf_counter() - started)
+        scores = exclude_known(raw, known[batch])
         order = np.argsort(-scores, axis=1, kind="stable")
         n_known = (known[batch] > 0).sum(axis=1)
         out.extend(order[r, : order.shape[1] - int(n_known[r])].astype(np.int64) for r in range(batch.size))
@@ -139,20 +197,26 @@ def evaluate_model(
     ks: Sequence[int] = DEFAULT_KS,
     item_embeddings: npt.NDArray[np.floating] | None = None,
     model_name: str | None = None,
+    diversity: bool = True,
 ) -> EvalRecord:
-    """Evaluate an already fitted ``model`` (fitted on ``split.train_matrix()``) on ``part`` of ``split``."""
+    """Evaluate an already fitted ``model`` (fitted on ``split.train_matrix()``) on ``part`` of ``split``.
+    The metrics include ``infer_ms_per_user`` (scoring time only); ``diversity=False`` skips ILD (tuning
+    needs only the accuracy metric)."""
     data = split.data
     known = data.matrix(split.known_rows(part))
     train = split.train_matrix()
     relevant_by_user = split.relevant(part)
     users = np.array(sorted(relevant_by_user), dtype=np.int64)
-    lists = ranked_lists(model, users, known)
+    timing: list[float] = []
+    lists = ranked_lists(split_scorer(model, split), users, known, timing=timing)
     # The popularity head is defined on training interactions: what the model could have seen.
     head = m.head_items(train.sum(axis=0))
-    embeddings = item_embeddings if item_embeddings is not None else train.T
+    base = item_embeddings if item_embeddings is not None else train.T
+    embeddings = np.ascontiguousarray(base) if diversity else None
     metrics = ranking_metrics(
         lists, [relevant_by_user[int(u)] for u in users], ks, data.n_items, head, embeddings
     )
+    metrics["infer_ms_per_user"] = 1000.0 * sum(timing) / max(1, users.size)
     return EvalRecord(data.name, split.protocol, model_name or model.name, split.seed, metrics)
 
 
@@ -162,7 +226,7 @@ def select_on_validation(
     """Fit each candidate on train, score it on validation; the best name and every candidate's score."""
     scores: dict[str, float] = {}
     for name, factory in candidates.items():
-        model = factory(split.seed).fit(split.train_matrix())
+        model = fit_on_split(factory(split.seed), split)
         scores[name] = evaluate_model(model, split, part=Part.VALIDATION, ks=ks).metrics[metric]
     return max(scores, key=lambda name: scores[name]), scores
 
@@ -172,55 +236,86 @@ def _protocols_for(data: InteractionData, protocols: Sequence[str]) -> list[str]
     return [p for p in protocols if p != PROTOCOL_TEMPORAL or data.has_timestamps]
 
 
+ModelsFor = Callable[[InteractionData], Mapping[str, ModelFactory]]
+
+
 def run_eval(
     datasets: Mapping[str, InteractionData],
-    models: Mapping[str, ModelFactory],
+    models: Mapping[str, ModelFactory] | ModelsFor,
     seeds: Sequence[int],
     out_path: Path,
     *,
     protocols: Sequence[str] = (PROTOCOL_RANDOM,),
     ks: Sequence[int] = DEFAULT_KS,
     progress: bool = True,
+    item_features: Mapping[str, Features] | None = None,
+    seeds_for: Callable[[str], Sequence[int]] | None = None,
 ) -> list[EvalRecord]:
-    """Evaluate every model on every dataset x protocol x seed; write ``out_path`` (JSON list of records)
-    and ``out_path.with_suffix('.md')`` (a markdown summary table). Returns the records."""
-    jobs = [
-        (name, protocol, seed, model_name)
-        for name, data in datasets.items()
-        for protocol in _protocols_for(data, protocols)
-        for seed in seeds
-        for model_name in models
-    ]
+    """Evaluate every model on every dataset x protocol x seed; merge the records into ``out_path`` (JSON
+    list, rewritten after every run) and rebuild ``out_path.with_suffix('.md')`` from the merged list.
+    Returns this run's records.
+
+    ``models`` may depend on the data set (a callable), e.g. tuned parameters per data set or sequential
+    models only where timestamps exist. ``seeds_for(protocol)`` overrides ``seeds`` per protocol."""
+    features = item_features or {}
+    jobs: list[tuple[str, str, int, str, ModelFactory]] = []
+    for name, data in datasets.items():
+        chosen = models(data) if callable(models) else models
+        for protocol in _protocols_for(data, protocols):
+            for seed in seeds_for(protocol) if seeds_for else seeds:
+                jobs.extend((name, protocol, seed, model_name, chosen[model_name]) for model_name in chosen)
     records: list[EvalRecord] = []
-    seconds: dict[tuple[str, str], float] = {}
+    merged = read_records(out_path)
     splits: dict[tuple[str, str, int], Split] = {}
     with tqdm(total=len(jobs), desc="eval", unit="run", disable=not progress) as bar:
-        for name, protocol, seed, model_name in jobs:
-            bar.set_postfix_str(f"{name} {model_name} seed={seed}")
+        for name, protocol, seed, model_name, factory in jobs:
+            bar.set_postfix_str(f"{name} {protocol} {model_name} seed={seed}")
             key = (name, protocol, seed)
             if key not in splits:
                 splits.clear()  # one split in memory at a time
                 splits[key] = make_split(datasets[name], protocol, seed)
             split = splits[key]
             started = time.perf_counter()
-            model = models[model_name](seed).fit(split.train_matrix())
+            model = fit_on_split(factory(seed), split, features.get(name))
+            fit_s = time.perf_counter() - started
             record = evaluate_model(model, split, ks=ks, model_name=model_name)
-            seconds[(name, model_name)] = seconds.get((name, model_name), 0.0) + time.perf_counter() - started
-            records.append(EvalRecord(name, protocol, model_name, seed, record.metrics))
+            metrics = dict(sorted({**record.metrics, "fit_s": fit_s}.items()))
+            records.append(EvalRecord(name, protocol, model_name, seed, metrics))
+            # Written after every run, so an interrupted evaluation keeps what it finished.
+            merged = merge_records(merged, records[-1:])
+            write_reports(merged, datasets, out_path)
             bar.update()
-    write_reports(records, datasets, seconds, out_path)
     return records
+
+
+def read_records(path: Path) -> list[EvalRecord]:
+    if not path.is_file():
+        return []
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return [EvalRecord(r["dataset"], r["protocol"], r["model"], int(r["seed"]), r["metrics"]) for r in raw]
+
+
+def merge_records(old: Sequence[EvalRecord], new: Sequence[EvalRecord]) -> list[EvalRecord]:
+    """``old`` with every record that ``new`` re-measures (same dataset, protocol, model, seed) replaced,
+    in place; records new to the file are appended in their order."""
+
+    def key(r: EvalRecord) -> tuple[str, str, str, int]:
+        return (r.dataset, r.protocol, r.model, r.seed)
+
+    fresh = {key(r): r for r in new}
+    out = [fresh.pop(key(r), r) for r in old]
+    out.extend(r for r in new if key(r) in fresh)
+    return out
 
 
 def write_reports(
     records: Sequence[EvalRecord],
     datasets: Mapping[str, InteractionData],
-    seconds: Mapping[tuple[str, str], float],
     out_path: Path,
 ) -> None:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps([r.as_dict() for r in records], indent=2) + "\n", encoding="utf-8")
-    out_path.with_suffix(".md").write_text(markdown_report(records, datasets, seconds), encoding="utf-8")
+    out_path.with_suffix(".md").write_text(markdown_report(records, datasets), encoding="utf-8")
 
 
 _TABLE_METRICS = (
@@ -241,15 +336,15 @@ def _cell(values: Sequence[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def markdown_report(
-    records: Sequence[EvalRecord],
-    datasets: Mapping[str, InteractionData],
-    seconds: Mapping[tuple[str, str], float] | None = None,
-) -> str:
+def markdown_report(records: Sequence[EvalRecord], datasets: Mapping[str, InteractionData]) -> str:
     """Mean (± sample std over seeds when there are several) of the headline metrics per dataset x protocol x
-    model, plus the data sets' sizes and the fit+evaluate time per model summed over seeds."""
+    model, plus the data sets' sizes and each model's mean fit time and scoring time per user."""
     lines = [
         "# Offline ranking evaluation",
+        "",
+        "Regenerated by `llmrec eval` (records in eval.json; this run's data sets below). Protocols: "
+        "user_random_80_10_10 = (a), item_stratified_80_20 = (b), temporal_leave_last_out = (c), "
+        "sparse_users_1_5 and cold_users_fold_in = (d); definitions in ranker/evaluation/splits.py.",
         "",
         "## Data (5-core)",
         "",
@@ -263,18 +358,25 @@ def markdown_report(
         "",
         "## Results (test part, full ranking, known items excluded)",
         "",
-        "| dataset | protocol | model | seeds | " + " | ".join(_TABLE_METRICS) + " | time (s) |",
-        "|---" * (len(_TABLE_METRICS) + 5) + "|",
+        "| dataset | protocol | model | seeds | "
+        + " | ".join(_TABLE_METRICS)
+        + " | fit (s) | infer (ms/user) |",
+        "|---" * (len(_TABLE_METRICS) + 6) + "|",
     ]
     groups: dict[tuple[str, str, str], list[EvalRecord]] = {}
     for r in records:
         groups.setdefault((r.dataset, r.protocol, r.model), []).append(r)
-    for (dataset, protocol, model), rs in groups.items():
+    for (dataset, protocol, model), rs in sorted(groups.items()):
         cells = [_cell([r.metrics[name] for r in rs]) for name in _TABLE_METRICS]
-        took = (seconds or {}).get((dataset, model))
+        timings = [
+            f"{statistics.fmean(values):.2f}" if values else ""
+            for values in (
+                [r.metrics[t] for r in rs if t in r.metrics] for t in ("fit_s", "infer_ms_per_user")
+            )
+        ]
         lines.append(
             f"| {dataset} | {protocol} | {model} | {','.join(str(r.seed) for r in rs)} | "
-            + " | ".join(cells)
-            + f" | {'' if took is None else f'{took:.1f}'} |"
+            + " | ".join(cells + timings)
+            + " |"
         )
     return "\n".join(lines) + "\n"

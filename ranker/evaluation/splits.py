@@ -8,11 +8,24 @@ Protocols:
 - ``PROTOCOL_TEMPORAL`` (issue's protocol (c), MovieLens): each user's last interaction goes to test, the
   second-last to validation, the rest to train. Equal timestamps (MovieLens logs many ratings in the same
   second) are broken by the original row order, which is the file order.
+- ``PROTOCOL_ITEM_STRATIFIED`` (protocol (b), the paper's "80/20 split stratified by title"): each *item's*
+  interactions are shuffled with the seed; 20% go to test and 10% to validation (carved out of the 80% for
+  training, so 70/10/20 overall), with the same half-up rounding and at least one of each, so every title
+  of a 5-core set is in both held-out parts. A user can end up with few or no training items here.
+- ``PROTOCOL_SPARSE`` (protocol (d), sparse users): protocol (a)'s split, then a share (20%) of users, drawn
+  with the seed, keep only 1 to 5 of their training interactions (the number drawn uniformly per user,
+  the items at random); their other training rows are dropped from the data the models see. Models are
+  retrained on this; only those users are evaluated (``eval_users``), on their unchanged test items.
+- ``PROTOCOL_COLD`` (protocol (d), cold users): a share (20%) of users, drawn with the seed, is held out of
+  training entirely. Each arrives with its first ``given`` (3) interactions (oldest first where the data has
+  timestamps, else in a seeded random order): these are ``fold_in`` rows, given to the model at scoring
+  time only (``Recommender.score_history``), never trained on; all their later interactions are test. The
+  other users are split as in (a). Only the held-out users are evaluated.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -22,7 +35,28 @@ from ranker.evaluation.datasets import IntArray, InteractionData
 
 PROTOCOL_RANDOM = "user_random_80_10_10"
 PROTOCOL_TEMPORAL = "temporal_leave_last_out"
-PROTOCOLS = (PROTOCOL_RANDOM, PROTOCOL_TEMPORAL)
+PROTOCOL_ITEM_STRATIFIED = "item_stratified_80_20"
+PROTOCOL_SPARSE = "sparse_users_1_5"
+PROTOCOL_COLD = "cold_users_fold_in"
+PROTOCOLS = (
+    PROTOCOL_RANDOM,
+    PROTOCOL_ITEM_STRATIFIED,
+    PROTOCOL_TEMPORAL,
+    PROTOCOL_SPARSE,
+    PROTOCOL_COLD,
+)
+# Short names for the command line (the issue's letters).
+PROTOCOL_ALIASES = {
+    "a": PROTOCOL_RANDOM,
+    "b": PROTOCOL_ITEM_STRATIFIED,
+    "c": PROTOCOL_TEMPORAL,
+    "d-sparse": PROTOCOL_SPARSE,
+    "d-cold": PROTOCOL_COLD,
+}
+
+
+def _no_rows() -> IntArray:
+    return np.zeros(0, dtype=np.int64)
 
 
 class Part(StrEnum):
@@ -33,7 +67,9 @@ class Part(StrEnum):
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Row indices into ``data`` for each part; every row is in exactly one part."""
+    """Row indices into ``data`` for each part; every row is in at most one part (protocol (d) sparse drops
+    some). ``fold_in`` rows are given to the model at scoring time for users it was not trained on;
+    ``eval_users`` (when set) restricts evaluation to those users."""
 
     data: InteractionData
     protocol: str
@@ -41,6 +77,8 @@ class Split:
     train: IntArray
     validation: IntArray
     test: IntArray
+    fold_in: IntArray = field(default_factory=_no_rows)
+    eval_users: IntArray | None = None
 
     def rows(self, part: Part | str) -> IntArray:
         part = Part(part)
@@ -55,12 +93,26 @@ class Split:
         """Rows a model may already know when evaluating ``part``: train for validation; train and
         validation for test (the validation items are not new to the user and must not count as hits)."""
         if Part(part) is Part.TEST:
-            return np.concatenate([self.train, self.validation])
-        return self.train
+            return np.concatenate([self.train, self.validation, self.fold_in])
+        return np.concatenate([self.train, self.fold_in])
+
+    def sequences(self, rows: IntArray | None = None) -> list[IntArray]:
+        """Per user index, the item indices of ``rows`` (default: train) oldest first: by timestamp where
+        the data has them (ties by row order), else by row order (the source's order)."""
+        rows = self.train if rows is None else rows
+        data = self.data
+        stamps = data.timestamps[rows] if data.has_timestamps else np.zeros(rows.size)
+        order = rows[np.lexsort((rows, stamps, data.users[rows]))]
+        users = data.users[order]
+        bounds = np.searchsorted(users, np.arange(data.n_users + 1))
+        items = data.items[order]
+        return [items[bounds[u] : bounds[u + 1]] for u in range(data.n_users)]
 
     def relevant(self, part: Part | str) -> dict[int, set[int]]:
         """User index -> held-out item indices in ``part`` (users with none are absent)."""
         rows = self.rows(part)
+        if self.eval_users is not None:
+            rows = rows[np.isin(self.data.users[rows], self.eval_users)]
         out: dict[int, set[int]] = {}
         for user, item in zip(self.data.users[rows].tolist(), self.data.items[rows].tolist(), strict=True):
             out.setdefault(user, set()).add(item)
@@ -77,26 +129,99 @@ def _position_in_user(users: IntArray, order: IntArray) -> IntArray:
     return position
 
 
-def random_split(
-    data: InteractionData, seed: int, valid_share: float = 0.1, test_share: float = 0.1
-) -> Split:
+def _grouped_shuffle_split(
+    groups: IntArray, n_groups: int, seed: int, valid_share: float, test_share: float
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Within each group (user or item), rows shuffled with ``seed``; the first ``test_share`` go to test,
+    the next ``valid_share`` to validation, the rest to train."""
     rng = np.random.default_rng(seed)
-    keys = rng.random(data.n_interactions)
-    # Group by user, shuffled within the user by the random keys.
-    order = np.lexsort((keys, data.users)).astype(np.int64)
-    position = _position_in_user(data.users, order)
-    counts = np.bincount(data.users, minlength=data.n_users)
+    keys = rng.random(groups.size)
+    order = np.lexsort((keys, groups)).astype(np.int64)
+    position = _position_in_user(groups, order)
+    counts = np.bincount(groups, minlength=n_groups)
+    if np.any(counts[np.unique(groups)] < 3):
+        raise ValueError("every user and item needs at least 3 interactions (apply k_core first)")
     # floor(x + 0.5): half rounds up (Python's round() would send 0.5 to 0 and leave 5-item users untested).
     n_test = np.maximum(1, np.floor(counts * test_share + 0.5)).astype(np.int64)
     n_valid = np.maximum(1, np.floor(counts * valid_share + 0.5)).astype(np.int64)
-    if np.any(counts < 3):
-        raise ValueError("every user needs at least 3 interactions (apply k_core first)")
-    pos_test = n_test[data.users]
-    pos_valid_end = pos_test + n_valid[data.users]
+    pos_test = n_test[groups]
+    pos_valid_end = pos_test + n_valid[groups]
     test = np.flatnonzero(position < pos_test)
     validation = np.flatnonzero((position >= pos_test) & (position < pos_valid_end))
     train = np.flatnonzero(position >= pos_valid_end)
+    return train, validation, test
+
+
+def random_split(
+    data: InteractionData, seed: int, valid_share: float = 0.1, test_share: float = 0.1
+) -> Split:
+    train, validation, test = _grouped_shuffle_split(data.users, data.n_users, seed, valid_share, test_share)
     return Split(data, PROTOCOL_RANDOM, seed, train, validation, test)
+
+
+def item_stratified_split(
+    data: InteractionData, seed: int, valid_share: float = 0.1, test_share: float = 0.2
+) -> Split:
+    train, validation, test = _grouped_shuffle_split(data.items, data.n_items, seed, valid_share, test_share)
+    return Split(data, PROTOCOL_ITEM_STRATIFIED, seed, train, validation, test)
+
+
+def _drawn_users(data: InteractionData, seed: int, share: float) -> IntArray:
+    # A separate stream from the split's (seed + 1_000_003) so the user draw does not shift the split.
+    rng = np.random.default_rng(seed + 1_000_003)
+    n = max(1, round(share * data.n_users))
+    return np.sort(rng.choice(data.n_users, size=n, replace=False)).astype(np.int64)
+
+
+def sparse_user_split(data: InteractionData, seed: int, share: float = 0.2, max_train: int = 5) -> Split:
+    base = random_split(data, seed)
+    chosen = _drawn_users(data, seed, share)
+    rng = np.random.default_rng(seed + 2_000_003)
+    train = base.train
+    is_chosen = np.isin(data.users[train], chosen)
+    kept = [train[~is_chosen]]
+    for user in chosen.tolist():
+        rows = train[data.users[train] == user]
+        n_keep = int(rng.integers(1, max_train + 1))
+        kept.append(np.sort(rng.choice(rows, size=min(n_keep, rows.size), replace=False)))
+    return Split(
+        data,
+        PROTOCOL_SPARSE,
+        seed,
+        np.sort(np.concatenate(kept)),
+        base.validation,
+        base.test,
+        eval_users=chosen,
+    )
+
+
+def cold_user_split(data: InteractionData, seed: int, share: float = 0.2, given: int = 3) -> Split:
+    base = random_split(data, seed)
+    cold = _drawn_users(data, seed, share)
+    cold_row = np.isin(data.users, cold)
+
+    def warm(rows: IntArray) -> IntArray:
+        return rows[~cold_row[rows]]
+
+    rows = np.flatnonzero(cold_row)
+    if data.has_timestamps:
+        stamps = data.timestamps[rows]
+    else:
+        stamps = np.random.default_rng(seed + 3_000_003).random(rows.size)
+    order = rows[np.lexsort((rows, stamps, data.users[rows]))].astype(np.int64)
+    position = _position_in_user(data.users[order], np.arange(order.size, dtype=np.int64))
+    fold_in = np.sort(order[position < given])
+    test = np.sort(np.concatenate([warm(base.test), order[position >= given]]))
+    return Split(
+        data,
+        PROTOCOL_COLD,
+        seed,
+        warm(base.train),
+        warm(base.validation),
+        test,
+        fold_in=fold_in,
+        eval_users=cold,
+    )
 
 
 def temporal_split(data: InteractionData, seed: int = 0) -> Split:
@@ -120,4 +245,10 @@ def make_split(data: InteractionData, protocol: str, seed: int) -> Split:
         return random_split(data, seed)
     if protocol == PROTOCOL_TEMPORAL:
         return temporal_split(data, seed)
+    if protocol == PROTOCOL_ITEM_STRATIFIED:
+        return item_stratified_split(data, seed)
+    if protocol == PROTOCOL_SPARSE:
+        return sparse_user_split(data, seed)
+    if protocol == PROTOCOL_COLD:
+        return cold_user_split(data, seed)
     raise ValueError(f"unknown protocol {protocol!r}; known: {PROTOCOLS}")

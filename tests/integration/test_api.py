@@ -220,3 +220,38 @@ async def test_recommend_latency(api: Api) -> None:
         p50, p99 = statistics.median(latencies), latencies[int(0.99 * len(latencies)) - 1]
         print(f"\nRecommend {label}, {len(latencies)} sequential calls: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
         assert p50 < 100.0
+
+
+async def test_loadtest_drives_the_real_server(api: Api) -> None:
+    """``grpc_api.loadtest`` (the code of ``llmrec loadtest``) briefly against the server and PostgreSQL."""
+    from grpc_api.loadtest import LoadPlan, run_async
+
+    plan = LoadPlan(target=f"127.0.0.1:{api.server.port}", concurrency=4, requests=80, warmup=4, seed=3)
+    result = await run_async(plan, [api.fan, "cold-user"])
+    assert (result.requests, result.ok, result.errors, result.stopped_by) == (80, 80, {}, "count")
+    assert set(result.strategies) == {"personalized", "cold_start"}
+    assert result.latency.p50_ms is not None and result.latency.p99_ms is not None
+    assert 0 < result.latency.p50_ms <= result.latency.p99_ms and result.requests_per_s > 0
+
+
+async def test_loadtest_command_reads_users_from_the_store(
+    api: Api, postgres_dsn: str, tmp_path: Path
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from llmrec.cli import cli
+
+    out = tmp_path / "load.json"
+    args = ["loadtest", "--target", f"127.0.0.1:{api.server.port}", "-c", "2", "-n", "30"]
+    args += ["--duration", "20", "--users-from-store", "50", "--json", str(out)]
+    # The CLI runs its own event loop, so it goes to a thread while this loop serves.
+    result = await asyncio.to_thread(
+        CliRunner().invoke, cli, args, env={"LLMREC_POSTGRES__DSN": postgres_dsn}, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "p99" in result.output and "req/s" in result.output
+    written = json.loads(out.read_text())
+    assert written["requests"] == 30 and written["ok"] == 30 and written["errors"] == {}
+    assert written["strategies"].get("personalized", 0) > 0  # the store's users have profiles

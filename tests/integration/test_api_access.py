@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import structlog
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from pki import make_ca, make_leaf
 from pydantic import SecretStr
 
 from grpc_api.client import RecommenderClient
@@ -158,10 +158,6 @@ async def test_a_missing_tokens_file_stops_the_server_from_starting(base: Base, 
 # -- TLS --------------------------------------------------------------------------------------------------
 
 
-def openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
-
-
 @dataclass(frozen=True)
 class Pki:
     ca: Path
@@ -171,30 +167,6 @@ class Pki:
     client_key: Path
     rogue_cert: Path  # a client certificate from another CA
     rogue_key: Path
-
-
-def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
-    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
-    openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", key, "-out", cert, "-days", "1", "-subj", f"/CN={name}",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-    )  # fmt: skip
-    return cert, key
-
-
-def make_leaf(folder: Path, name: str, ca: tuple[Path, Path], extensions: str) -> tuple[Path, Path]:
-    cert, key, csr, ext = (folder / f"{name}.{s}" for s in ("pem", "key", "csr", "ext"))
-    ext.write_text(f"basicConstraints=CA:FALSE\n{extensions}\n")
-    openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", key, "-out", csr, "-subj", f"/CN={name}",
-    )  # fmt: skip
-    openssl(
-        "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-set_serial", str(secrets.randbits(63)),
-        "-days", "1", "-out", cert, "-extfile", ext,
-    )  # fmt: skip
-    return cert, key
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from encoder_triton.client import (
     encode_corpus,
 )
 from encoder_triton.encoder import Encoder
+from encoder_triton.training.export import latest_version_dir
 from llmrec.settings import TritonSettings
 from tests.sample_reviews import review_texts
 
@@ -43,7 +45,8 @@ def _reviews(count: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def encoder() -> Encoder:
-    return Encoder.from_pretrained()
+    """The model the repository serves (its highest version, learned sentiment head included), in-process."""
+    return Encoder.from_version_dir(latest_version_dir(TritonSettings().repository))
 
 
 @pytest.fixture
@@ -85,7 +88,7 @@ async def test_invalid_requests_fail_alone_while_batch_mates_succeed(
     payloads = [b"A gripping, beautiful show.", b"", b"\xff\xfe not utf-8", b"   \n ", b"Dull and slow."] * 4
     async with aioclient.InferenceServerClient(triton_server.grpc_url) as raw:
 
-        async def send(payload: bytes) -> object:
+        async def send(payload: bytes) -> Any:
             try:
                 return await raw.infer(
                     contract.DEFAULT_MODEL_NAME, [_raw_request([payload])], client_timeout=30

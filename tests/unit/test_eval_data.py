@@ -116,3 +116,67 @@ def test_mal_completed_loader_on_shipped_sample() -> None:
     assert all(u.startswith("mal:") for u in data.user_ids)
     assert not data.has_timestamps  # the Completed lists' event times are synthetic, so none are kept
     assert 0.5 < data.stats().rated_share <= 1.0
+
+
+def test_item_stratified_split_holds_out_20_percent_of_every_item() -> None:
+    from ranker.evaluation.splits import PROTOCOL_ITEM_STRATIFIED
+
+    data = _grid(40, 10, 5)  # 200 rows over 10 items, ~20 per item
+    split = make_split(data, PROTOCOL_ITEM_STRATIFIED, 3)
+    assert split.protocol == PROTOCOL_ITEM_STRATIFIED
+    every = np.concatenate([split.train, split.validation, split.test])
+    assert sorted(every.tolist()) == list(range(data.n_interactions))
+    counts = np.bincount(data.items, minlength=data.n_items)
+    test_counts = np.bincount(data.items[split.test], minlength=data.n_items)
+    valid_counts = np.bincount(data.items[split.validation], minlength=data.n_items)
+    # per item: test = round-half-up(0.2 n), validation = round-half-up(0.1 n), at least one each
+    assert test_counts.tolist() == np.maximum(1, np.floor(0.2 * counts + 0.5)).astype(int).tolist()
+    assert valid_counts.tolist() == np.maximum(1, np.floor(0.1 * counts + 0.5)).astype(int).tolist()
+
+
+def test_sparse_split_keeps_one_to_five_training_items_for_drawn_users() -> None:
+    from ranker.evaluation.splits import PROTOCOL_SPARSE
+
+    data = _grid(50, 60, 20)
+    base = random_split(data, 5)
+    split = make_split(data, PROTOCOL_SPARSE, 5)
+    assert split.eval_users is not None and split.eval_users.size == 10  # 20% of 50
+    train_counts = np.bincount(data.users[split.train], minlength=data.n_users)
+    chosen = np.zeros(data.n_users, dtype=bool)
+    chosen[split.eval_users] = True
+    assert ((train_counts[chosen] >= 1) & (train_counts[chosen] <= 5)).all()
+    assert (train_counts[~chosen] == 16).all()  # everyone else keeps (a)'s 16 training items
+    assert np.isin(split.train, base.train).all()  # only drops, never moves rows
+    assert np.array_equal(split.test, base.test)
+    assert set(split.relevant(Part.TEST)) == set(split.eval_users.tolist())
+
+
+def test_cold_split_gives_first_events_and_never_trains_on_cold_users() -> None:
+    from ranker.evaluation.splits import PROTOCOL_COLD
+
+    data = _grid(30, 40, 10, times=True)  # timestamps increase with row order
+    split = make_split(data, PROTOCOL_COLD, 9)
+    cold = split.eval_users
+    assert cold is not None and cold.size == 6
+    assert not np.isin(data.users[split.train], cold).any()
+    assert not np.isin(data.users[split.validation], cold).any()
+    for user in cold.tolist():
+        rows = np.flatnonzero(data.users == user)
+        given = split.fold_in[data.users[split.fold_in] == user]
+        assert given.tolist() == rows[:3].tolist()  # the three oldest events
+        assert set(split.relevant(Part.TEST)[user]) == set(data.items[rows[3:]].tolist())
+    assert set(split.relevant(Part.TEST)) == set(cold.tolist())
+    # known items for the test part include the given ones, so they never count as hits
+    assert np.isin(split.fold_in, split.known_rows(Part.TEST)).all()
+
+
+def test_sequences_follow_time_then_row_order() -> None:
+    data = InteractionData.from_records(
+        "t", ["a", "a", "a", "b"], [10, 20, 30, 10], timestamps=[5.0, 1.0, 5.0, 2.0]
+    )
+    from ranker.evaluation.splits import Split
+
+    every = np.arange(data.n_interactions)
+    seqs = Split(data, "x", 0, every, every[:0], every[:0]).sequences()
+    items = np.array(data.item_ids)
+    assert items[seqs[0]].tolist() == [20, 10, 30] and items[seqs[1]].tolist() == [10]

@@ -101,3 +101,34 @@ def test_coverage_and_long_tail() -> None:
     # 6 slots, of which items 2 and 5 (2 slots) are outside the head {0, 1}: 2/6
     assert m.long_tail_share(lists, {0, 1}) == pytest.approx(2 / 6)
     assert m.long_tail_share([], {0}) == 0.0
+
+
+def test_list_metrics_at_their_limits() -> None:
+    # ILD: mutually orthogonal items are as diverse as possible (1); copies of one direction not at all (0).
+    assert m.intra_list_distance([0, 1, 2], np.eye(3)) == pytest.approx(1.0)
+    assert m.intra_list_distance([0, 1, 2], np.ones((3, 4))) == pytest.approx(0.0)
+    # a zero row counts as orthogonal to everything: [e0, 0] -> distance 1
+    assert m.intra_list_distance([0, 1], np.array([[1.0, 0.0], [0.0, 0.0]])) == pytest.approx(1.0)
+    # coverage: every item recommended somewhere -> 1; one item for everyone -> 1 / n
+    assert m.catalogue_coverage([[0, 1], [2, 3], [4]], 5) == 1.0
+    assert m.catalogue_coverage([[2], [2], [2]], 4) == pytest.approx(0.25)
+    # long tail: only head items -> 0; only tail items -> 1
+    head = m.head_items(np.array([90, 5, 5]))  # 90 >= 80% of 100 -> head is item 0 alone
+    assert head == {0}
+    assert m.long_tail_share([[0], [0]], head) == 0.0
+    assert m.long_tail_share([[1, 2], [2]], head) == 1.0
+    with pytest.raises(ValueError):
+        m.catalogue_coverage([[0]], 0)
+
+
+def test_metrics_on_a_second_hand_computed_list() -> None:
+    # ranked 10 20 30 40, relevant {30, 40}: hits at ranks 3 and 4
+    ranked, relevant = [10, 20, 30, 40], {30, 40}
+    # DCG@4 = 1/log2(4) + 1/log2(5) = 0.5 + 0.43068; IDCG@4 = 1 + 1/log2(3) = 1.63093 -> 0.57064
+    assert m.ndcg_at_k(ranked, relevant, 4) == pytest.approx((0.5 + 1 / LOG2_5) / (1 + 1 / LOG2_3))
+    assert m.ndcg_at_k(ranked, relevant, 4) == pytest.approx(0.57064, abs=1e-5)
+    # AP@4 = (P@3 + P@4) / 2 = (1/3 + 2/4) / 2 = 5/12
+    assert m.average_precision_at_k(ranked, relevant, 4) == pytest.approx(5 / 12)
+    assert m.reciprocal_rank(ranked, relevant) == pytest.approx(1 / 3)
+    assert m.precision_at_k(ranked, relevant, 4) == 0.5 and m.recall_at_k(ranked, relevant, 4) == 1.0
+    assert m.hit_at_k(ranked, relevant, 2) == 0.0 and m.hit_at_k(ranked, relevant, 3) == 1.0

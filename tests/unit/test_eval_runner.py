@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,7 +41,8 @@ class Oracle(Recommender):
         pass
 
     def _score(self, users: np.ndarray) -> np.ndarray:
-        return self._target[users].astype(np.float32)
+        scores: np.ndarray = self._target[users].astype(np.float32)
+        return scores
 
 
 def test_ranked_lists_drop_known_items() -> None:
@@ -98,3 +101,118 @@ def test_run_eval_writes_json_and_markdown(tmp_path: Path) -> None:
     )
     table = out.with_suffix(".md").read_text()
     assert "| toy | user_random_80_10_10 | pop | 42,43 |" in table and "±" in table
+
+
+def test_run_eval_merges_into_existing_records(tmp_path: Path) -> None:
+    from ranker.evaluation.baselines import ItemKNN
+
+    out = tmp_path / "eval.json"
+    data = {"toy": toy()}
+    run_eval(data, {"pop": lambda s: Popularity()}, seeds=[1, 2], out_path=out, progress=False)
+    first = json.loads(out.read_text())
+    # Re-measure pop on seed 2 only and add a new model: seed 1's pop record survives untouched.
+    run_eval(
+        data,
+        {"pop": lambda s: Popularity(), "itemknn": lambda s: ItemKNN(5)},
+        seeds=[2],
+        out_path=out,
+        progress=False,
+    )
+    merged = json.loads(out.read_text())
+    keys = [(r["model"], r["seed"]) for r in merged]
+    assert keys == [("pop", 1), ("pop", 2), ("itemknn", 2)]
+    assert merged[0] == first[0]
+    assert {"fit_s", "infer_ms_per_user"} <= set(merged[2]["metrics"])
+    assert "| toy | user_random_80_10_10 | itemknn | 2 |" in out.with_suffix(".md").read_text()
+
+
+class FoldInOracle(Oracle):
+    """Knows the test items, but only answers through fold-in: proves cold users are scored that way."""
+
+    def __init__(self, target: np.ndarray, given: np.ndarray) -> None:
+        super().__init__(target)
+        self._given = given
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        return np.zeros((users.size, self._target.shape[1]), dtype=np.float32)
+
+    def _score_history(self, history: np.ndarray, sequences: object) -> np.ndarray:
+        # Identify each row's user by its given items (unique per user here).
+        rows = [int(np.flatnonzero((self._given == h).all(axis=1))[0]) for h in history]
+        scores: np.ndarray = self._target[rows].astype(np.float32)
+        return scores
+
+
+def test_cold_protocol_scores_held_out_users_by_fold_in() -> None:
+    from ranker.evaluation.splits import PROTOCOL_COLD, make_split
+
+    data = toy(n_users=30, times=True)
+    split = make_split(data, PROTOCOL_COLD, 4)
+    model = FoldInOracle(data.matrix(split.test), data.matrix(split.fold_in))
+    model.fit(split.train_matrix())
+    record = evaluate_model(model, split, ks=(5,))
+    assert record.metrics["users"] == 6  # the 20% held out, nobody else
+    assert record.metrics["ndcg@5"] == pytest.approx(1.0)
+
+
+def test_tune_model_searches_the_space_and_starts_from_defaults() -> None:
+    from ranker.evaluation.baselines import EASE
+    from ranker.evaluation.tuning import ParamSpec, tune_model
+
+    split = random_split(toy(), 3)
+    seen: list[float] = []
+
+    def build(params: Mapping[str, Any], seed: int) -> Recommender:
+        seen.append(params["reg"])
+        return EASE(reg=params["reg"])
+
+    result = tune_model(
+        build, {"reg": ParamSpec.float_(1.0, 1000.0, log=True)}, split, 4, defaults={"reg": 77.0}
+    )
+    assert seen[0] == 77.0 and len(seen) == 4
+    assert all(1.0 <= r <= 1000.0 for r in seen)
+    assert result.value == max(v for _, v in result.trials)
+    assert result.params["reg"] in seen
+    again = tune_model(
+        build, {"reg": ParamSpec.float_(1.0, 1000.0, log=True)}, split, 4, defaults={"reg": 77.0}
+    )
+    assert again.params == result.params  # seeded sampler: same trials, same answer
+
+
+def test_tuned_params_file_merges(tmp_path: Path) -> None:
+    from ranker.evaluation.tuning import TuneResult, load_tuned, save_tuned, tuned_params
+
+    path = tmp_path / "tuned.json"
+    save_tuned(path, {"n_trials": 3}, {"d1": {"ease": TuneResult({"reg": 5.0}, 0.3)}})
+    save_tuned(path, {"n_trials": 3}, {"d1": {"mf": TuneResult({"factors": 8}, 0.2)}})
+    stored = load_tuned(path)
+    assert tuned_params(stored, "d1", "ease") == {"reg": 5.0}
+    assert tuned_params(stored, "d1", "mf") == {"factors": 8}
+    assert tuned_params(stored, "d2", "mf") is None
+
+
+def test_inference_time_curve_grows_the_data() -> None:
+    from ranker.evaluation.scaling import inference_time_curve
+
+    points = inference_time_curve(lambda seed: Popularity(), toy(n_users=40), (0.5, 1.0), scored_users=8)
+    assert [p.share for p in points] == [0.5, 1.0]
+    assert points[0].users == 20 and points[1].users == 40
+    assert points[0].interactions < points[1].interactions
+    assert all(p.infer_ms_per_user > 0 and p.fit_s >= 0 for p in points)
+
+
+def test_registry_names_match_models_and_defaults_sit_in_their_spaces() -> None:
+    from ranker.evaluation.registry import BASELINES, MODEL_SPECS
+
+    assert BASELINES == (
+        "pop", "itemknn", "ease", "mf", "bpr", "ncf", "lightgcn", "vbpr_text", "sasrec", "bert4rec",
+    )  # fmt: skip
+    for name in BASELINES:
+        spec = MODEL_SPECS[name]
+        assert spec.factory()(42).name == name
+        for key, dim in spec.space.items():
+            value = spec.defaults[key]
+            if dim.kind == "categorical":
+                assert value in dim.choices, (name, key)
+            else:
+                assert dim.low <= value <= dim.high, (name, key)

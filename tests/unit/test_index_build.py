@@ -85,4 +85,5 @@ def test_missing_artifacts_name_the_command(settings: Settings) -> None:
 
 
 def test_kind_choice() -> None:
-    assert choose_kind(12_000) == "flat" and choose_kind(1_000_000) == "hnsw"
+    assert choose_kind(12_000) == "flat" and choose_kind(100_000) == "hnsw"
+    assert choose_kind(1_000_000) == "ivf"

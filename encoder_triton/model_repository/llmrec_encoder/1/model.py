@@ -3,7 +3,9 @@
 Deliberately thin: the model, the text rules and the tensor names live in the ``encoder_triton``
 package, which must be importable in the server's Python environment (the project installed there; see
 encoder_triton/README.md). Weights come from ``weights/`` beside this file when present (what
-``llmrec export-encoder`` writes), else from the offline all-MiniLM-L6-v2 package.
+``llmrec export-encoder`` writes), else from the offline all-MiniLM-L6-v2 package; sentiment from the learned
+head in ``sentiment/`` when present, else from the anchor sentences. ``export.json`` (when present) pins
+what the exporter saw: the model refuses to load if its weights compute something else.
 
 Every request gets exactly one response, in order. A request with an invalid text gets its own
 INVALID_ARG error while the rest of the batch is answered; a failure of the model itself fails only
@@ -27,7 +29,7 @@ from encoder_triton.encoder import (
     EncoderOptions,
     InvalidText,
     decode_text,
-    default_model_path,
+    version_layout,
 )
 
 
@@ -64,13 +66,15 @@ class TritonPythonModel:
             batch_size=int(config.get("max_batch_size") or contract.MAX_BATCH_SIZE),
             torch_threads=None if threads == "default" else int(threads),
         )
-        weights = Path(args["model_repository"]) / args["model_version"] / "weights"
-        path = weights if weights.is_dir() else default_model_path()
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        path, head_dir = version_layout(version_dir)
         device = _device(args, params.get("device", "auto"))
-        self.encoder = Encoder.from_pretrained(path, options=options, device=device)
+        # Refuses (ExportMismatch) a version whose weights are not the exported ones (see manifest.py).
+        self.encoder = Encoder.from_version_dir(version_dir, options=options, device=device)
         pb_utils.Logger.log_info(
-            f"llmrec_encoder loaded weights={path} device={device} dim={self.encoder.dim} "
-            f"max_length={options.max_length} torch_threads={torch.get_num_threads()} numpy={np.__version__}"
+            f"llmrec_encoder loaded weights={path} sentiment={head_dir or 'anchors'} device={device} "
+            f"dim={self.encoder.dim} max_length={options.max_length} "
+            f"torch_threads={torch.get_num_threads()} numpy={np.__version__}"
         )
 
     def _texts(self, request: pb_utils.InferenceRequest) -> list[str]:

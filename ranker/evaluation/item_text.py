@@ -1,0 +1,68 @@
+"""Item text features for ``vbpr_text`` (and any model that wants them): one row per dataset item.
+
+- MAL sets: the item index's embeddings (``artifacts/index/embeddings.npy``, rows keyed by MAL anime id in
+  ``item_ids.npy``: the encoder's embedding of each title's synopsis and metadata), looked up by the
+  dataset's raw item ids. Items missing from the index get a zero row (and say so in the log).
+- MovieLens: "title. genres" from ``movies.csv`` encoded in-process by the project's encoder
+  (``encoder_triton.encoder.Encoder``, the offline MiniLM by default), cached as ``.npy`` next to the index
+  so later runs skip the encoding.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from llmrec.logs import get_logger
+from ranker.evaluation.datasets import MOVIELENS, InteractionData
+
+log = get_logger(__name__)
+Features = npt.NDArray[np.float32]
+
+
+def lookup_features(item_ids: tuple[int, ...], ids: npt.NDArray[np.int64], vectors: Features) -> Features:
+    """Rows of ``vectors`` (keyed by ``ids``) in the order of ``item_ids``; zero rows for unknown ids."""
+    position = {int(i): r for r, i in enumerate(ids.tolist())}
+    out = np.zeros((len(item_ids), vectors.shape[1]), dtype=np.float32)
+    rows = [(k, position[i]) for k, i in enumerate(item_ids) if i in position]
+    if rows:
+        mine, theirs = (np.array(x, dtype=np.int64) for x in zip(*rows, strict=True))
+        out[mine] = vectors[theirs]
+    return out
+
+
+def _movielens_texts(data_dir: Path) -> dict[int, str]:
+    texts: dict[int, str] = {}
+    with (data_dir / "movielens-latest-small" / "movies.csv").open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            genres = row["genres"].replace("|", ", ")
+            texts[int(row["movieId"])] = f"{row['title']}. {genres}"
+    return texts
+
+
+def item_text_features(data: InteractionData, data_dir: Path, index_dir: Path) -> Features:
+    if data.name == MOVIELENS:
+        cache = index_dir.parent / "eval" / "movielens_text.npz"
+        stored = np.load(cache) if cache.is_file() else None
+        if stored is not None and np.isin(np.array(data.item_ids), stored["ids"]).all():
+            ids, vectors = stored["ids"], stored["vectors"]
+        else:
+            from encoder_triton.encoder import Encoder
+
+            texts = _movielens_texts(data_dir)
+            # Only the data set's movies (the 5-core keeps about a third of the catalogue).
+            ids = np.array([i for i in data.item_ids if i in texts], dtype=np.int64)
+            log.info("encoding movie texts", extra={"movies": int(ids.size)})
+            vectors = Encoder.from_pretrained().embed([texts[int(i)] for i in ids]).astype(np.float32)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, ids=ids, vectors=vectors)
+    else:
+        ids = np.load(index_dir / "item_ids.npy")
+        vectors = np.load(index_dir / "embeddings.npy").astype(np.float32)
+    out = lookup_features(data.item_ids, ids, vectors)
+    missing = int((np.abs(out).sum(axis=1) == 0).sum())
+    log.info("item text features", extra={"dataset": data.name, "items": data.n_items, "missing": missing})
+    return out

@@ -1,0 +1,146 @@
+"""Every baseline by its report name: how to build it from parameters, its defaults, its search space,
+and what data it needs. ``llmrec tune`` and ``llmrec eval`` read this table; nothing else names models.
+
+Search spaces are sized for a 2-core CPU (epochs and widths capped) and are the same for every data set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ranker.evaluation.baselines import BPRMF, EASE, BPRConfig, ItemKNN, Popularity, Recommender
+from ranker.evaluation.datasets import InteractionData
+from ranker.evaluation.evaluate import ModelFactory
+from ranker.evaluation.factor_models import (
+    ImplicitMF,
+    LightGCN,
+    LightGCNConfig,
+    MFConfig,
+    NCFConfig,
+    NeuMF,
+    VBPRConfig,
+    VBPRText,
+)
+from ranker.evaluation.sequential import BERT4Rec, SASRec, SequentialConfig
+from ranker.evaluation.tuning import ParamSpec, SearchSpace
+
+P = ParamSpec
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable[[Mapping[str, Any], int], Recommender]  # (params, seed) -> unfitted model
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    space: SearchSpace = field(default_factory=dict)
+    needs_timestamps: bool = False  # sequential models: only where the data has a real time order
+    needs_text: bool = False  # needs item text features
+
+    def factory(self, params: Mapping[str, Any] | None = None) -> ModelFactory:
+        merged = {**self.defaults, **(params or {})}
+        return lambda seed: self.build(merged, seed)
+
+
+def _sequential(cls: type[SASRec] | type[BERT4Rec]) -> Callable[[Mapping[str, Any], int], Recommender]:
+    return lambda p, seed: cls(SequentialConfig(**p, seed=seed))
+
+
+_SEQ_SPACE: SearchSpace = {
+    "dim": P.categorical(32, 64),
+    "blocks": P.int_(1, 2),
+    "dropout": P.float_(0.1, 0.5),
+    "lr": P.float_(3e-4, 5e-3, log=True),
+    "epochs": P.int_(5, 30),
+}
+
+MODEL_SPECS: dict[str, ModelSpec] = {
+    "pop": ModelSpec(lambda p, seed: Popularity()),
+    "itemknn": ModelSpec(
+        lambda p, seed: ItemKNN(**p),
+        {"neighbours": 50, "shrink": 0.0},
+        {"neighbours": P.int_(10, 500, log=True), "shrink": P.float_(0.0, 100.0)},
+    ),
+    "ease": ModelSpec(lambda p, seed: EASE(**p), {"reg": 200.0}, {"reg": P.float_(10.0, 5000.0, log=True)}),
+    "mf": ModelSpec(
+        lambda p, seed: ImplicitMF(MFConfig(**p, seed=seed)),
+        {"factors": 64, "reg": 1.0, "alpha": 10.0, "iterations": 8},
+        {
+            "factors": P.categorical(32, 64),
+            "reg": P.float_(0.01, 100.0, log=True),
+            "alpha": P.float_(1.0, 50.0, log=True),
+        },
+    ),
+    "bpr": ModelSpec(
+        lambda p, seed: BPRMF(BPRConfig(**p, seed=seed)),
+        {"factors": 64, "epochs": 30, "lr": 5e-3, "weight_decay": 1e-2},
+        {
+            "factors": P.categorical(32, 64),
+            "epochs": P.int_(5, 30),
+            "lr": P.float_(1e-3, 2e-2, log=True),
+            "weight_decay": P.float_(1e-4, 1e-1, log=True),
+        },
+    ),
+    "ncf": ModelSpec(
+        lambda p, seed: NeuMF(NCFConfig(**p, seed=seed)),
+        {"factors": 32, "epochs": 4, "lr": 2e-3, "negatives": 4, "weight_decay": 1e-6},
+        {
+            "factors": P.categorical(16, 32),
+            "epochs": P.int_(2, 6),
+            "lr": P.float_(5e-4, 1e-2, log=True),
+            "negatives": P.int_(2, 4),
+            "weight_decay": P.float_(1e-8, 1e-4, log=True),
+        },
+    ),
+    "lightgcn": ModelSpec(
+        lambda p, seed: LightGCN(LightGCNConfig(**p, seed=seed)),
+        {"layers": 3, "epochs": 20, "lr": 5e-3, "reg": 1e-4},
+        {
+            "layers": P.int_(1, 3),
+            "epochs": P.int_(5, 30),
+            "lr": P.float_(1e-3, 2e-2, log=True),
+            "reg": P.float_(1e-6, 1e-2, log=True),
+        },
+    ),
+    "vbpr_text": ModelSpec(
+        lambda p, seed: VBPRText(VBPRConfig(**p, seed=seed)),
+        {"epochs": 15, "lr": 5e-3, "reg": 1e-2, "text_factors": 32},
+        {
+            "epochs": P.int_(5, 30),
+            "lr": P.float_(1e-3, 2e-2, log=True),
+            "reg": P.float_(1e-4, 1e-1, log=True),
+            "text_factors": P.categorical(16, 32),
+        },
+        needs_text=True,
+    ),
+    "sasrec": ModelSpec(
+        _sequential(SASRec),
+        # CPU-sized defaults (one epoch of the 64-d, 2-block model took ~50 s on the loaded 2-core machine).
+        {"dim": 32, "blocks": 1, "dropout": 0.2, "lr": 2e-3, "epochs": 10},
+        _SEQ_SPACE,
+        needs_timestamps=True,
+    ),
+    "bert4rec": ModelSpec(
+        _sequential(BERT4Rec),
+        {"dim": 32, "blocks": 1, "dropout": 0.2, "lr": 2e-3, "epochs": 10, "mask_prob": 0.2},
+        {**_SEQ_SPACE, "mask_prob": P.float_(0.1, 0.4)},
+        needs_timestamps=True,
+    ),
+}
+BASELINES = tuple(MODEL_SPECS)
+
+
+def _register_llmrec() -> None:
+    """Our model and its ablations (``ranker.model.registry``): in the table, but not in ``BASELINES``."""
+    from ranker.model.registry import model_specs
+
+    MODEL_SPECS.update(model_specs())
+
+
+_register_llmrec()
+
+
+def applicable(name: str, data: InteractionData, has_text: bool) -> bool:
+    """Whether baseline ``name`` runs on ``data``: sequential models need timestamps, vbpr_text text."""
+    spec = MODEL_SPECS[name]
+    return (data.has_timestamps or not spec.needs_timestamps) and (has_text or not spec.needs_text)

@@ -1,0 +1,1 @@
+"""The llmrec ranking model (preference module + semantic and collaborative branches + fusion layer)."""

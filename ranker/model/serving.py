@@ -1,0 +1,192 @@
+"""Versioned artifacts of a trained llmrec ranker, and the ranker the gRPC service serves from them.
+
+Layout (``settings.ranker_dir``)::
+
+    <version>/meta.json            config, features, decay, what it was trained on, embedding source
+    <version>/weights.pt           the fusion layer (torch state_dict, loaded with weights_only=True)
+    <version>/item_side.npz        EASE matrix, item vectors, log popularity, standardisation constants
+    <version>/universe_ids.npy     the raw item id of each universe row (the items it was trained on)
+    CURRENT                        the version the API loads at start-up (replaced atomically)
+
+What the ranker consumes online, so that online and offline are one function (``score_universe``):
+
+- the **preference vector**: the stream's profile from PostgreSQL, ``user_vector(state)``: offline it is
+  ``profiles.preference_vectors`` of the same strengths and decay, i.e. the same vector;
+- the **history**: the user's seen items (``SeenItem``: item, summed strength, latest event time) mapped
+  to universe rows; binary membership, and weight ``strength * decay(ref_time - event_time)`` with
+  ``ref_time`` the profile's reference time (the offline ``history_weights`` of the dynamic profile).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from ranker.model.features import FEATURES, ItemSide, UserInputs
+from ranker.model.network import FusionNet
+from ranker.model.profiles import ProfileKind
+from ranker.model.recommender import LLMRec, LLMRecConfig, score_universe
+from ranker.preferences import DecayPolicy
+
+FloatArray = npt.NDArray[np.float32]
+IdArray = npt.NDArray[np.int64]
+
+CURRENT = "CURRENT"
+META_FILE = "meta.json"
+WEIGHTS_FILE = "weights.pt"
+ITEM_SIDE_FILE = "item_side.npz"
+UNIVERSE_FILE = "universe_ids.npy"
+
+
+# One seen item as the ranker needs it online: (item id, summed strength, latest event time in Unix s),
+# built from ``llmrec.store.SeenItem``.
+SeenSignal = tuple[int, float, float]
+
+
+class LearnedRanker:
+    """A trained llmrec ranker: scores every universe item for one user. Thread-safe (no mutation)."""
+
+    def __init__(
+        self,
+        version: str,
+        config: LLMRecConfig,
+        net: FusionNet,
+        side: ItemSide,
+        universe_ids: IdArray,
+        meta: dict[str, Any],
+    ) -> None:
+        self.version = version
+        self.config = config
+        self.net = net.eval()
+        self.side = side
+        self.universe_ids = universe_ids
+        self.meta = meta
+        self.decay = DecayPolicy(**meta["decay"])
+        self._row = {int(i): r for r, i in enumerate(universe_ids.tolist())}
+
+    @property
+    def dim(self) -> int:
+        return int(self.side.vectors.shape[1])
+
+    def online_inputs(
+        self, preference: FloatArray, seen: Sequence[SeenSignal], ref_time_s: float
+    ) -> UserInputs:
+        n = len(self.universe_ids)
+        binary = np.zeros((1, n), dtype=np.float32)
+        weights = np.zeros((1, n), dtype=np.float32)
+        for item_id, strength, event_time_s in seen:
+            row = self._row.get(item_id)
+            if row is None:
+                continue
+            binary[0, row] = 1.0
+            if self.config.profile is ProfileKind.UNIFORM:
+                weights[0, row] = 1.0
+            elif self.config.profile is ProfileKind.STATIC or not math.isfinite(ref_time_s):
+                weights[0, row] = strength
+            else:
+                weights[0, row] = strength * self.decay.factor(ref_time_s - event_time_s)
+        pref = np.asarray(preference, dtype=np.float32).reshape(1, -1)
+        return UserInputs(pref, binary, weights)
+
+    def score(self, inputs: UserInputs) -> FloatArray:
+        """[n_universe] scores for one user (``score_universe``)."""
+        out: FloatArray = score_universe(self.net, self.side, self.config, inputs)[0]
+        return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def save_ranker(model: LLMRec, universe_ids: Sequence[int], root: Path, trained_on: dict[str, Any]) -> Path:
+    """Write a new version folder under ``root`` and point ``CURRENT`` at it; returns the folder."""
+    state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].numpy().tobytes())
+    version = f"llmrec-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{digest.hexdigest()[:8]}"
+    folder = root / version
+    folder.mkdir(parents=True, exist_ok=False)
+    torch.save(state, folder / WEIGHTS_FILE)
+    side = model.item_side
+    np.savez(
+        folder / ITEM_SIDE_FILE,
+        ease=side.ease,
+        vectors=side.vectors,
+        log_popularity=side.log_popularity,
+        constants=np.array(
+            [side.popularity_mean, side.popularity_std, side.activity_mean, side.activity_std], np.float64
+        ),
+    )
+    np.save(folder / UNIVERSE_FILE, np.asarray(universe_ids, dtype=np.int64), allow_pickle=False)
+    meta = {
+        "version": version,
+        "model": model.name,
+        "config": model.config.as_dict(),
+        "features": list(FEATURES),
+        "decay": {"alpha": model.decay.alpha, "unit_s": model.decay.unit_s},
+        "dim": model.side_info.dim,
+        "embeddings": model.side_info.source,
+        "trained_on": trained_on,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _write_atomic(root / CURRENT, version + "\n")
+    return folder
+
+
+def current_version(root: Path) -> str | None:
+    pointer = root / CURRENT
+    if not pointer.is_file():
+        return None
+    version = pointer.read_text(encoding="utf-8").strip()
+    return version or None
+
+
+def load_ranker(folder: Path) -> LearnedRanker:
+    meta: dict[str, Any] = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    if tuple(meta["features"]) != FEATURES:
+        raise ValueError(f"ranker {folder.name} was trained on features {meta['features']}, not {FEATURES}")
+    config = LLMRecConfig.from_dict(meta["config"])
+    with np.load(folder / ITEM_SIDE_FILE) as stored:
+        pop_mean, pop_std, act_mean, act_std = (float(x) for x in stored["constants"])
+        side = ItemSide(
+            stored["ease"],
+            stored["vectors"],
+            stored["log_popularity"],
+            pop_mean,
+            pop_std,
+            act_mean,
+            act_std,
+        )
+    universe = np.load(folder / UNIVERSE_FILE, allow_pickle=False).astype(np.int64)
+    net = FusionNet(
+        len(FEATURES),
+        side.vectors.shape[1],
+        config.d,
+        config.hidden,
+        config.dropout,
+        config.fusion,
+        id_items=None if config.use_lm else len(universe),
+    )
+    net.load_state_dict(torch.load(folder / WEIGHTS_FILE, weights_only=True))
+    return LearnedRanker(meta["version"], config, net, side, universe, meta)
+
+
+def load_current(root: Path) -> LearnedRanker | None:
+    """The ``CURRENT`` version under ``root``, or None when no ranker was trained."""
+    version = current_version(root)
+    return None if version is None else load_ranker(root / version)

@@ -1,0 +1,94 @@
+"""``llmrec train-ranker``: fit the llmrec ranker on every interaction of a data set and save a version.
+
+Data: the MAL Completed lists (``mal-completed``, 5-core) from the full data when present, else from the
+shipped sample (``llmrec/sample_data``). Item vectors: the API's item index (``settings.index_dir``), so
+the ranker's semantic space is the one the stream's profiles live in; interactions with items the index
+lacks are dropped before the k-core filter. Parameters: the tuned ones from ``reports/tuned_params.json``
+when ``llmrec tune --models llmrec`` has run, else the registry defaults.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmrec.logs import get_logger
+from ranker.evaluation.datasets import LOADERS, MAL_COMPLETED, InteractionData, k_core
+from ranker.model.recommender import LLMRec, variant
+from ranker.model.registry import DEFAULTS
+from ranker.model.serving import save_ranker
+from ranker.model.side_info import side_information
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    folder: Path
+    users: int
+    items: int
+    interactions: int
+    seconds: float
+    params: dict[str, Any]
+    model: LLMRec = field(repr=False)
+    data: InteractionData = field(repr=False)
+
+    def __str__(self) -> str:
+        return (
+            f"trained llmrec on {self.users} users x {self.items} items ({self.interactions} interactions) "
+            f"in {self.seconds:.1f} s -> {self.folder}"
+        )
+
+
+def indexed_only(data: InteractionData, index_ids: set[int], core: int) -> InteractionData:
+    keep = np.fromiter((data.item_ids[i] in index_ids for i in data.items.tolist()), dtype=bool)
+    return k_core(data.subset(np.flatnonzero(keep)), core)
+
+
+def train_ranker(
+    data_dir: Path,
+    index_dir: Path,
+    ranker_dir: Path,
+    *,
+    params: dict[str, Any] | None = None,
+    dataset: str = MAL_COMPLETED,
+    core: int = 5,
+    seed: int = 42,
+    progress: bool = True,
+) -> TrainSummary:
+    started = time.perf_counter()
+    ids = np.load(index_dir / "item_ids.npy", allow_pickle=False).astype(np.int64)
+    vectors = np.load(index_dir / "embeddings.npy", allow_pickle=False).astype(np.float32)
+    data = indexed_only(LOADERS[dataset](data_dir), set(ids.tolist()), core)
+    position = {int(i): r for r, i in enumerate(ids.tolist())}
+    item_vectors = vectors[[position[i] for i in data.item_ids]]
+    merged = {**DEFAULTS, **(params or {})}
+    model = LLMRec(
+        side_information(data, item_vectors, str(index_dir)),
+        variant("llmrec", seed, **merged),
+        progress=progress,
+    )
+    model.fit(data.matrix())
+    stats = data.stats()
+    folder = save_ranker(
+        model,
+        data.item_ids,
+        ranker_dir,
+        {"dataset": dataset, "data_dir": str(data_dir), **stats.as_dict(), "params": merged, "seed": seed},
+    )
+    summary = TrainSummary(
+        folder,
+        stats.users,
+        stats.items,
+        stats.interactions,
+        time.perf_counter() - started,
+        merged,
+        model,
+        data,
+    )
+    log.info("ranker trained", folder=str(folder), users=stats.users, items=stats.items)
+    return summary
