@@ -3,7 +3,8 @@
 Answers are the plain dataclasses of ``grpc_api.models``; failures are the domain errors of
 ``grpc_api.errors`` (``InvalidRequest``, ``NotFound``, ``Unavailable``, ``DeadlineExceeded``), decoded
 through the same table the server encodes them with. Every call has a deadline (``timeout_s``).
-UNAVAILABLE is retried by gRPC itself (every RPC here is a read, so a retry is safe).
+UNAVAILABLE (and a server-side CANCELLED) is retried by gRPC itself (every RPC here is a read, so a retry is
+safe).
 
 Against a server with access control (see ``grpc_api.security``): ``token`` is sent as
 ``authorization: Bearer <token>`` on every call; ``tls_ca_file`` (the server's CA, else the system's
@@ -40,8 +41,11 @@ DEFAULT_TIMEOUT_S = 5.0
 SERVICE_NAME: str = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
 T = TypeVar("T")
 
-# Retried by the channel: three attempts with jittered backoff, only for UNAVAILABLE (the server is
-# starting, stopping, or its database blinked). Deadlines still bound the total time.
+# Retried by the channel: three attempts with jittered backoff, for UNAVAILABLE (the server is starting,
+# stopping, or its database blinked) and for CANCELLED sent by the server: a call that reaches a server
+# in the middle of its shutdown is cancelled there (seen in the restart-under-load test). gRPC retries
+# only statuses the server sends, so a call the caller cancels itself is never retried, and every RPC
+# here is a read. Deadlines still bound the total time.
 _SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
@@ -52,7 +56,7 @@ _SERVICE_CONFIG = json.dumps(
                     "initialBackoff": "0.1s",
                     "maxBackoff": "1s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                 },
             }
         ]
