@@ -199,6 +199,9 @@ class WorkerSettings(BaseModel):
     # batch keeps every request of a batch within the encoder's timeout and commits scored reviews sooner.
     review_batch_size: int = 64
     batch_within_s: float = 0.2
+    # Deliver fetched messages to the agents without Faust's per-message task race when it cannot matter
+    # (stream/fast_delivery.py). Off restores Faust's own path.
+    fast_delivery: bool = True
     # Faust needs its own port for the web view even if disabled in tests; the stack enables it for metrics.
     web_port: int = 16066
     metrics_port: int = 19101

@@ -24,7 +24,7 @@ from llmrec.logs import configure_logging, get_logger
 from llmrec.settings import Settings
 from llmrec.store import migrate
 from llmrec.store.postgres import PostgresStore
-from stream import metrics
+from stream import fast_delivery, metrics
 from stream.agents import register_agents
 from stream.app import TopicDeadLetterSink, create_app, declare_topics
 from stream.item_vectors import ArrayItemVectors
@@ -139,6 +139,8 @@ def lag_reporter(app: faust.App) -> Callable[[Sequence[EventT[Any]]], None]:
 
 def build_worker(settings: Settings) -> tuple[faust.App, WorkerResources]:
     app = create_app(settings)
+    if settings.worker.fast_delivery:
+        fast_delivery.install(app.consumer)
     topics = declare_topics(app, settings.kafka)
     resources = WorkerResources(settings, topics.dead_letter)
     register_agents(
