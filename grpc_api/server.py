@@ -481,4 +481,18 @@ async def serve_async(settings: Settings) -> None:
 def serve(settings: Settings) -> None:
     """Entry point of ``llmrec serve``: blocks until SIGTERM / SIGINT, then stops gracefully."""
     _start_metrics(settings)
-    asyncio.run(serve_async(settings))
+    with asyncio.Runner(loop_factory=event_loop_factory(settings.api.event_loop)) as runner:
+        runner.run(serve_async(settings))
+
+
+def event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``ApiSettings.event_loop`` as an ``asyncio.Runner`` loop factory (None: asyncio's default)."""
+    if kind == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:  # not built for this platform (Windows): say so and serve on asyncio's loop
+        log.warning("uvloop is not installed; serving on asyncio's event loop")
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

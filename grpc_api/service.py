@@ -86,7 +86,7 @@ class CatalogueItem(Protocol):
 class ServiceConfig:
     max_k: int = 100
     default_k: int = 10
-    candidate_pool: int = 300
+    candidate_pool: int = 100  # ApiSettings.candidate_pool says why
     # Seen items read per request, for exclusion and explanations. Real MAL lists reach a few thousand
     # titles; beyond this limit the weakest signals could reappear as recommendations.
     seen_limit: int = 5000

@@ -41,6 +41,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -79,6 +80,11 @@ IVF_NPROBE_FRACTION = 8
 IVF_MAX_NLIST = 1024
 IVF_TRAIN_PER_LIST = 64
 IVF_TRAIN_SEED = 1234
+# ``search_async`` searches inline (on the caller's event loop) up to this many vectors scanned per query,
+# about 1 ms of 384-d inner products on one core here, and in a worker thread beyond.
+INLINE_SEARCH_VECTORS = 32_768
+# Per-thread: whether this thread has set FAISS's OpenMP team to one thread (``_search_single_threaded``).
+_omp_state = threading.local()
 # Rows must be unit vectors to within this, after which they are renormalised exactly.
 NORM_TOLERANCE = 1e-2
 
@@ -305,15 +311,36 @@ class ItemIndex:
         return scores, item_ids
 
     async def search_async(self, queries: npt.ArrayLike, k: int) -> tuple[FloatArray, IdArray]:
-        """``search`` in a worker thread, so the event loop keeps serving while FAISS computes."""
+        """``search`` for a server's event loop: inline when the search is cheap, else in a worker thread
+        so the loop keeps serving while FAISS computes.
+
+        Cheap means at most ``INLINE_SEARCH_VECTORS`` vectors scanned (an HNSW graph walk always is): the
+        hand-off to a thread then costs more than it saves. Measured through the gRPC API at 100k items
+        (HNSW), 8 clients: 527 req/s and p99 23.9 ms through a thread, 552 req/s and p99 16.9 ms inline.
+        """
+        if self.vectors_scanned(k) <= INLINE_SEARCH_VECTORS:
+            return self._search_single_threaded(queries, k)
         return await asyncio.to_thread(self._search_single_threaded, queries, k)
+
+    def vectors_scanned(self, k: int) -> int:
+        """About how many vectors one query compares against: all for flat, the probed lists for IVF, and
+        for HNSW a graph walk of a few thousand (counted as 0: always cheap)."""
+        if self.kind == "hnsw":
+            return 0
+        if self.kind == "ivf":
+            params = self._meta.params
+            return math.ceil(len(self) * params["nprobe"] / params["nlist"])
+        return len(self)
 
     def _search_single_threaded(self, queries: npt.ArrayLike, k: int) -> tuple[FloatArray, IdArray]:
         # One OpenMP thread per calling thread (the setting is per thread). For one query over 12k x 384
         # on 2 cores, FAISS's default OpenMP team made a flat search take ~15 ms p50 instead of ~1 ms:
         # the threads spin and contend with each other and with concurrent requests, which already
-        # spread over the cores. Batch callers using ``search`` directly keep FAISS's default.
-        faiss.omp_set_num_threads(1)
+        # spread over the cores. Batch callers using ``search`` directly keep FAISS's default (a thread
+        # that called this once stays single-threaded: the API process, whose searches are all single).
+        if not getattr(_omp_state, "single", False):
+            faiss.omp_set_num_threads(1)
+            _omp_state.single = True
         return self.search(queries, k)
 
     def _search_params(self, k: int) -> Any:

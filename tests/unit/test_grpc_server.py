@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from grpc_api.client import RecommenderClient
 from grpc_api.errors import DeadlineExceeded, InvalidRequest, NotFound, RemoteError, Unavailable
-from grpc_api.server import SERVICE_NAME, ApiServer
+from grpc_api.server import SERVICE_NAME, ApiServer, event_loop_factory
 from grpc_api.service import Snapshot
 from grpc_api.testing import InMemoryProfiles, Interaction, genre_embeddings
 from llmrec.catalogue import Item
@@ -239,3 +239,14 @@ async def test_reflection_lists_the_services(api: Running) -> None:
         async for reply in stub.ServerReflectionInfo(iter([request]), timeout=2):
             names |= {s.name for s in reply.list_services_response.service}
     assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+
+
+def test_event_loop_setting() -> None:
+    assert event_loop_factory("asyncio") is None
+    factory = event_loop_factory("uvloop")
+    assert factory is not None
+    loop = factory()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from ranker.retrieval import (
     EMBEDDINGS_FILE,
     IDS_FILE,
     INDEX_FILE,
+    INLINE_SEARCH_VECTORS,
     META_FILE,
     IndexFormatError,
     ItemIndex,
@@ -140,13 +142,38 @@ def test_hnsw_returns_k_results_beyond_ef_search() -> None:
     assert (found >= 0).sum() == 500 and len(set(found[0].tolist())) == 500
 
 
-async def test_concurrent_async_searches_match_sync(data: tuple[np.ndarray, np.ndarray]) -> None:
+@pytest.mark.parametrize("offload", [False, True])
+async def test_concurrent_async_searches_match_sync(
+    data: tuple[np.ndarray, np.ndarray], offload: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ids, vectors = data
     index = ItemIndex.build(ids, vectors)
+    # Both paths of search_async: inline (2,000 vectors is cheap) and in a worker thread.
+    monkeypatch.setattr("ranker.retrieval.INLINE_SEARCH_VECTORS", 0 if offload else INLINE_SEARCH_VECTORS)
+    threads: list[int] = []
+    original = index._search_single_threaded
+
+    def spy(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        threads.append(threading.get_ident())
+        return original(queries, k)
+
+    monkeypatch.setattr(index, "_search_single_threaded", spy)
     queries = random_unit(16, 48, seed=4)
     results = await asyncio.gather(*(index.search_async(q, 5) for q in queries))
     for q, (_, found) in zip(queries, results, strict=True):
         np.testing.assert_array_equal(found, index.search(q, 5)[1])
+    on_loop = [t == threading.get_ident() for t in threads]
+    assert on_loop == [not offload] * len(queries)
+
+
+def test_vectors_scanned_by_kind() -> None:
+    rng_vectors = random_unit(5000, 16)
+    ids = np.arange(5000)
+    assert ItemIndex.build(ids, rng_vectors, "flat").vectors_scanned(10) == 5000
+    assert ItemIndex.build(ids, rng_vectors, "hnsw").vectors_scanned(10) == 0
+    ivf = ItemIndex.build(ids, rng_vectors, "ivf")
+    params = ivf.meta.params
+    assert ivf.vectors_scanned(10) == -(-5000 * params["nprobe"] // params["nlist"])
 
 
 def test_publish_dir_swaps_atomically_and_keeps_two_versions(tmp_path: Path) -> None:
