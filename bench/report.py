@@ -36,6 +36,10 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
             f"p99 = median over {api100k['p99_ms']['n']} repeats of the per-repeat p99; qps = median "
             "requests/s over the same repeats."
         )
+        for count, point in serving.get("processes", {}).items():
+            # The same point with several API processes on the port (api.processes), in the same run.
+            out[f"recommend_p99_ms_100k_processes{count}"] = point["p99_ms"]["median"]
+            out[f"recommend_qps_100k_processes{count}"] = point["qps"]["median"]
     else:
         out["recommend_p99_ms_100k"] = out["recommend_qps_100k"] = None
         reasons["recommend_p99_ms_100k"] = reasons["recommend_qps_100k"] = serving.get(
@@ -204,8 +208,19 @@ def _serving_lines(report: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Index-only p50 is the retrieval section's single-query p50 for the same kind and size (k=100; "
-        "the API asks for the candidate pool, 300 + the user's seen items).",
+        "the API asks for the candidate pool, `api.candidate_pool` + the user's seen items).",
         "",
+    ]
+    for count, p in sv.get("processes", {}).items():
+        lines += [
+            f"The {int(sv['users_sweep_items']):,}-item point again with {count} API processes sharing the "
+            f"port (`api.processes={count}`), same database and load: p50 {_spread(p['p50_ms'])} ms, p99 "
+            f"{_spread(p['p99_ms'])} ms, {_spread(p['qps'], 0)} req/s "
+            f"({p['qps_vs_one_process']:.2f}× one process), errors {p['errors'] or 0}, RSS of all "
+            f"processes {p['rss_mb']:.0f} MB.",
+            "",
+        ]
+    lines += [
         f"Users sweep ({sv['users_sweep_items']:,} items, users grown in place in the same database, "
         "one API process):",
         "",

@@ -57,7 +57,7 @@ from bench import retrieval
 from bench.common import summary
 from deploy.env import settings_env
 from deploy.postgres import PostgresServer
-from deploy.process import ManagedProcess, free_ports, spawn
+from deploy.process import ManagedProcess, free_port_run, free_ports, spawn
 from deploy.stack import llmrec_command
 from grpc_api import loadtest
 from grpc_api.client import RecommenderClient
@@ -84,6 +84,10 @@ SEED = 7
 CACHE_DIR = REPO_ROOT / ".llmrec" / "bench-cache"
 INDEX_INFO = "bench-index.json"  # beside the index files: how the cached index was built and tuned
 T_END = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+# API processes (``api.processes``) of the extra 100k-item point, compared with one process.
+PROCESSES_COMPARED = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,9 +290,19 @@ def served_requests(metrics_port: int) -> float | None:
 class Api:
     """``llmrec serve`` over one index folder; stopped by ``close``."""
 
-    def __init__(self, root: Path, dsn: str, folder: Path, name: str, source: Path | None = None) -> None:
-        """``source``: run the API from another checkout's code (``bench.serving_compare``)."""
-        port, metrics_port = free_ports(2)
+    def __init__(
+        self,
+        root: Path,
+        dsn: str,
+        folder: Path,
+        name: str,
+        source: Path | None = None,
+        processes: int = 1,
+    ) -> None:
+        """``source``: run the API from another checkout's code (``bench.serving_compare``);
+        ``processes``: ``api.processes`` (each child has its own metrics port, metrics_port + i)."""
+        (port,) = free_ports(1)
+        metrics_port = free_port_run(processes)
         artifacts = root / f"artifacts-{name}"
         artifacts.mkdir(parents=True, exist_ok=True)
         (artifacts / "index").symlink_to(folder)
@@ -298,7 +312,7 @@ class Api:
             log_level="INFO",
             log_json=False,
             postgres=PostgresSettings(dsn=SecretStr(dsn)),
-            api=ApiSettings(host="127.0.0.1", port=port, metrics_port=metrics_port),
+            api=ApiSettings(host="127.0.0.1", port=port, metrics_port=metrics_port, processes=processes),
         )
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -328,18 +342,49 @@ class Api:
     def target(self) -> str:
         return self.settings.api.target
 
+    def pids(self) -> list[int]:
+        """The API's process and, with ``processes`` > 1, its children."""
+        pid = self.process.pid
+        children: list[int] = []
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    children += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+        return [pid, *children]
+
+    def cpu_seconds(self) -> float | None:
+        times = [cpu_seconds(p) for p in self.pids()]
+        return None if None in times else sum(t for t in times if t is not None)
+
+    def served_requests(self) -> float | None:
+        counts = [
+            served_requests(self.settings.api.metrics_port + i) for i in range(self.settings.api.processes)
+        ]
+        return None if None in counts else sum(c for c in counts if c is not None)
+
+    def rss(self) -> dict[str, float | None]:
+        """``rss_of`` summed over the API's processes (the parent of several is small but counted)."""
+        total: dict[str, float | None] = {"rss_mb": 0.0, "peak_rss_mb": 0.0}
+        for pid in self.pids():
+            for key, value in rss_of(pid).items():
+                current = total[key]
+                total[key] = None if value is None or current is None else current + value
+        return total
+
     def close(self) -> None:
         self.process.stop()
 
 
 def measure(api: Api, users: int, plan: Plan, label: str) -> dict[str, Any]:
     ids = [user_id(i) for i in range(users)]
-    before = served_requests(api.settings.api.metrics_port) or 0.0
+    before = api.served_requests() or 0.0
     runs = []
     api_cpu: list[float] = []
     client_cpu: list[float] = []
     for r in range(plan.repeats):
-        cpu0, own0 = cpu_seconds(api.process.pid), time.process_time()
+        cpu0, own0 = api.cpu_seconds(), time.process_time()
         lp = loadtest.LoadPlan(
             target=api.target,
             concurrency=CONCURRENCY,
@@ -349,7 +394,7 @@ def measure(api: Api, users: int, plan: Plan, label: str) -> dict[str, Any]:
             seed=SEED + r,
         )
         result = loadtest.run(lp, ids)
-        cpu1 = cpu_seconds(api.process.pid)
+        cpu1 = api.cpu_seconds()
         counted = result.requests + lp.warmup
         if cpu0 is not None and cpu1 is not None:
             api_cpu.append((cpu1 - cpu0) * 1000.0 / counted)
@@ -360,7 +405,7 @@ def measure(api: Api, users: int, plan: Plan, label: str) -> dict[str, Any]:
             flush=True,
         )
         runs.append(result)
-    after = served_requests(api.settings.api.metrics_port)
+    after = api.served_requests()
     errors: dict[str, int] = {}
     for run in runs:
         for code, count in run.errors.items():
@@ -387,7 +432,8 @@ def measure(api: Api, users: int, plan: Plan, label: str) -> dict[str, Any]:
         "requests_sent": sum(r.requests for r in runs) + plan.repeats * loadtest.LoadPlan.warmup,
         "server_counted_ok": None if after is None else after - before,
         "api_startup_s": api.startup_s,
-        **rss_of(api.process.pid),
+        "api_processes": api.settings.api.processes,
+        **api.rss(),
     }
 
 
@@ -448,6 +494,19 @@ def run(quick: bool, index_dir: Path) -> dict[str, Any]:
             api.close()
             apis.remove(api)
         out["items"] = dict(sorted(out["items"].items(), key=lambda kv: int(kv[0])))
+
+        # The same 100k point served by PROCESSES_COMPARED API processes sharing the port (api.processes),
+        # against the single process measured above in this run.
+        if USERS_SWEEP_ITEMS in folders:
+            print(f"serving: {USERS_SWEEP_ITEMS} items, {have} users, {PROCESSES_COMPARED} API processes")
+            api = Api(root, server.dsn, folders[USERS_SWEEP_ITEMS], "processes", processes=PROCESSES_COMPARED)
+            apis.append(api)
+            point = measure(api, have, plan, f"processes={PROCESSES_COMPARED}")
+            single = out["items"][str(USERS_SWEEP_ITEMS)]
+            point["qps_vs_one_process"] = point["qps"]["median"] / single["qps"]["median"]
+            out["processes"] = {str(PROCESSES_COMPARED): point}
+            api.close()
+            apis.remove(api)
         out["growth"] = growth(out)
     except Exception as exc:  # reported with the reason, never as a made-up number
         out["error"] = f"{type(exc).__name__}: {exc}"

@@ -113,6 +113,26 @@ def free_port(host: str = "127.0.0.1") -> int:
     return free_ports(1, host)[0]
 
 
+def free_port_run(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """The first of ``count`` consecutive free ports (for ``api.metrics_port`` of several API processes,
+    which use metrics_port + i)."""
+    for _ in range(attempts):
+        (base,) = free_ports(1, host)
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind((host, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no run of {count} consecutive free ports found")
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """``count`` distinct free ports: the sockets stay open until all are picked so none repeats."""
     sockets: list[socket.socket] = []

@@ -324,7 +324,10 @@ class ApiServer:
         store_factory: StoreFactory = open_postgres_store,
         snapshot_loader: SnapshotLoader = load_snapshot,
         port: int | None = None,
+        reuse_port: bool = False,
     ) -> None:
+        """``reuse_port``: share the port with sibling processes (``grpc_api.processes``); otherwise a
+        second server on the same port fails to bind instead of silently sharing the traffic."""
         self._settings = settings
         self._store_factory = store_factory
         self._snapshot_loader = snapshot_loader
@@ -340,8 +343,7 @@ class ApiServer:
             options=[
                 ("grpc.max_send_message_length", limit),
                 ("grpc.max_receive_message_length", limit),
-                # A second server on the same port must fail to bind, not silently share the traffic.
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
         # Generated code is untyped (no mypy-protobuf here).
@@ -448,11 +450,11 @@ def _start_metrics(settings: Settings) -> None:
     start_http_server(settings.api.metrics_port, addr=settings.api.host)
 
 
-async def serve_async(settings: Settings) -> None:
+async def serve_async(settings: Settings, *, reuse_port: bool = False) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads the index."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    server = ApiServer(settings)
+    server = ApiServer(settings, reuse_port=reuse_port)
     reloads: set[asyncio.Task[str]] = set()
 
     def on_reload() -> None:
@@ -479,10 +481,20 @@ async def serve_async(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Entry point of ``llmrec serve``: blocks until SIGTERM / SIGINT, then stops gracefully."""
+    """Entry point of ``llmrec serve``: blocks until SIGTERM / SIGINT, then stops gracefully. With
+    ``api.processes`` > 1, runs that many processes on the port (``grpc_api.processes``)."""
+    if settings.api.processes > 1:
+        from grpc_api.processes import serve_processes
+
+        raise SystemExit(serve_processes(settings))
+    serve_one(settings)
+
+
+def serve_one(settings: Settings, *, reuse_port: bool = False) -> None:
+    """One API process; ``reuse_port`` lets sibling processes bind the same port."""
     _start_metrics(settings)
     with asyncio.Runner(loop_factory=event_loop_factory(settings.api.event_loop)) as runner:
-        runner.run(serve_async(settings))
+        runner.run(serve_async(settings, reuse_port=reuse_port))
 
 
 def event_loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -223,6 +223,10 @@ class ApiSettings(BaseModel):
     # The server's event loop: uvloop (libuv) or Python's own asyncio loop. Through the gRPC API at 100k
     # items, 8 clients, uvloop served 527 req/s against 468 on asyncio's loop in back-to-back runs.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    # API processes sharing the port (SO_REUSEPORT; grpc_api/processes.py). One process is bound by one
+    # core (the GIL); more use more cores, each with its own copy of the index and its metrics on
+    # metrics_port + i. Needs a fixed port.
+    processes: int = Field(default=1, ge=1, le=64)
     # Access control, all off by default (see README "Access" and grpc_api/security.py). Secrets live in
     # files; only their paths are settings (LLMREC_API__TLS_CERT_FILE, ...), so no secret reaches a log.
     # TLS: the server's certificate chain and private key (PEM). Both or neither.
