@@ -49,9 +49,7 @@ def _run_child(settings: Settings) -> None:
 
 def serve_processes(settings: Settings) -> int:
     """Run ``settings.api.processes`` API processes until SIGTERM / SIGINT; returns the exit status."""
-    count = settings.api.processes
-    if settings.api.port == 0:
-        raise ValueError("api.processes > 1 needs a fixed api.port (processes cannot share port 0)")
+    count = settings.api.processes  # ApiSettings refuses processes > 1 with port 0
     context = multiprocessing.get_context("spawn")
     children: list[BaseProcess] = []
     stopping = False

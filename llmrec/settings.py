@@ -248,6 +248,8 @@ class ApiSettings(BaseModel):
             raise ValueError("api.tls_client_ca_file (mTLS) needs api.tls_cert_file and api.tls_key_file")
         if self.rate_limit_burst is not None and self.rate_limit_per_s is None:
             raise ValueError("api.rate_limit_burst needs api.rate_limit_per_s")
+        if self.processes > 1 and self.port == 0:
+            raise ValueError("api.processes > 1 needs a fixed api.port (processes cannot share port 0)")
         return self
 
     @property

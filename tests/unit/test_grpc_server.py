@@ -250,3 +250,18 @@ def test_event_loop_setting() -> None:
         assert type(loop).__module__.startswith("uvloop")
     finally:
         loop.close()
+
+
+def test_several_processes_need_a_fixed_port() -> None:
+    with pytest.raises(ValueError, match=r"fixed api\.port"):
+        ApiSettings(port=0, processes=2)
+    assert ApiSettings(port=0).processes == 1
+
+
+def test_each_child_process_gets_its_own_metrics_port() -> None:
+    from grpc_api.processes import child_settings
+
+    settings = Settings(api=ApiSettings(port=50600, metrics_port=19300, processes=3))
+    assert [child_settings(settings, i).api.metrics_port for i in range(3)] == [19300, 19301, 19302]
+    off = Settings(api=ApiSettings(port=50600, metrics_port=0, processes=2))
+    assert child_settings(off, 1).api.metrics_port == 0
