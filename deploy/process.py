@@ -378,6 +378,11 @@ class ManagedProcess:
             grace_s=self.grace_s if grace_s is None else grace_s,
             expected_start=self.started_ticks,
         )
+        if self.popen is not None:
+            # A process's main thread shows as a zombie as soon as it exits, while its other threads (gRPC's,
+            # say) may still be finishing: wait for the whole process, so that ``exit_code`` has the status.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=10.0)
         _reap(self.pid)
         return stopped
 
