@@ -61,6 +61,7 @@ from deploy.process import ManagedProcess, free_port_run, free_ports, spawn
 from deploy.stack import llmrec_command
 from grpc_api import loadtest
 from grpc_api.client import RecommenderClient
+from grpc_api.processes import wait_until_all_serving
 from llmrec.catalogue import Catalogue, Item, catalogue_path
 from llmrec.events.schema import EventType
 from llmrec.index_build import choose_kind
@@ -332,6 +333,8 @@ class Api:
         with RecommenderClient(self.settings.api.target) as client:
             try:
                 client.wait_until_serving(timeout_s=600)
+                if processes > 1:  # health answered from one process; wait for every one
+                    wait_until_all_serving("127.0.0.1", metrics_port, processes, timeout_s=600)
             except Exception:
                 print(self.process.tail(), flush=True)
                 self.close()

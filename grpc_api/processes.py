@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import time
+import urllib.request
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -105,3 +107,30 @@ def _join_or_kill(children: list[BaseProcess], timeout_s: float) -> None:
             log.warning("api process did not stop in time; killing it", pid=child.pid)
             child.kill()
             child.join(5.0)
+
+
+_INDEX_ITEMS = re.compile(r"^llmrec_api_index_items (\S+)$", re.M)
+
+
+def wait_until_all_serving(host: str, metrics_port: int, processes: int, timeout_s: float = 120.0) -> None:
+    """Block until every process of a group has loaded its index (its metrics show a non-empty index).
+
+    A health check on the shared port reaches one process only; until the others have warmed up, a new
+    connection may land on one that still answers UNAVAILABLE ("the server is starting; retry").
+    """
+    deadline = time.monotonic() + timeout_s
+    pending = set(range(processes))
+    while pending:
+        for index in sorted(pending):
+            url = f"http://{host}:{metrics_port + index}/metrics"
+            try:
+                with urllib.request.urlopen(url, timeout=2.0) as response:
+                    found = _INDEX_ITEMS.search(response.read().decode())
+            except OSError:
+                found = None
+            if found is not None and float(found.group(1)) > 0:
+                pending.discard(index)
+        if pending and time.monotonic() > deadline:
+            raise TimeoutError(f"api processes {sorted(pending)} not serving after {timeout_s:.0f} s")
+        if pending:
+            time.sleep(0.2)

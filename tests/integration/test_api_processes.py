@@ -13,6 +13,7 @@ import grpc
 from api_process import ApiProcess, publish_sample_index
 
 from deploy.process import free_port_run, free_ports
+from grpc_api.processes import wait_until_all_serving
 from llmrec.settings import ApiSettings, Settings
 from llmrec.store import migrate
 from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
@@ -33,6 +34,8 @@ def start_group(settings_factory: Callable[..., Settings], postgres_dsn: str, na
     migrate(postgres_dsn)
     api = ApiProcess(settings, name=name)
     api.start()
+    # Health on the shared port answered from one process; wait for the other to load its index too.
+    wait_until_all_serving("127.0.0.1", metrics_port, 2)
     return api
 
 
