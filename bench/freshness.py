@@ -50,8 +50,8 @@ from llmrec.events.producer import producer_config, topic_for
 from llmrec.events.schema import RatingEvent, ReviewEvent
 from llmrec.events.validation import AnyEvent, encode_event
 from llmrec.index_build import build_index
+from llmrec.metrics_http import scrape
 from llmrec.settings import Settings, TritonSettings
-from stream.metrics import scrape
 
 PARTITIONS = 4
 DIM = 384

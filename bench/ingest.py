@@ -53,9 +53,9 @@ from bench.streaming import (
     spawn_worker,
 )
 from llmrec.events.topics import client_config
+from llmrec.metrics_http import scrape
 from llmrec.settings import Settings
 from ranker.retrieval import ItemIndex
-from stream.metrics import scrape
 
 USERS = 1000
 ITEMS = 2000

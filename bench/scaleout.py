@@ -46,9 +46,9 @@ from bench.streaming import (
     spawn_worker,
 )
 from deploy.process import free_ports
+from llmrec.metrics_http import scrape
 from llmrec.settings import Settings
 from ranker.retrieval import ItemIndex
-from stream.metrics import scrape
 
 PARTITIONS = 4
 USERS = 1000

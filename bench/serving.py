@@ -44,7 +44,6 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,7 @@ from grpc_api.processes import wait_until_all_serving
 from llmrec.catalogue import Catalogue, Item, catalogue_path
 from llmrec.events.schema import EventType
 from llmrec.index_build import choose_kind
+from llmrec.metrics_http import sample_value, scrape
 from llmrec.settings import REPO_ROOT, ApiSettings, PostgresSettings, Settings
 from llmrec.store import migrate
 from llmrec.store.interface import LedgerEntry
@@ -278,14 +278,10 @@ def cpu_seconds(pid: int) -> float | None:
 def served_requests(metrics_port: int) -> float | None:
     """OK Recommend answers the API itself counted (its Prometheus histogram), to cross-check the load."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
-            text = response.read().decode()
+        text = scrape(metrics_port)
     except OSError:
         return None
-    for line in text.splitlines():
-        if line.startswith('llmrec_api_request_seconds_count{code="OK",method="Recommend"}'):
-            return float(line.rsplit(" ", 1)[1])
-    return None
+    return sample_value(text, 'llmrec_api_request_seconds_count{code="OK",method="Recommend"}')
 
 
 class Api:

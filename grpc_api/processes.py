@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import re
 import signal
 import time
-import urllib.request
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from llmrec.logs import configure_logging, get_logger
+from llmrec.metrics_http import sample_value, scrape
 from llmrec.settings import Settings
 
 log = get_logger(__name__)
@@ -109,9 +108,6 @@ def _join_or_kill(children: list[BaseProcess], timeout_s: float) -> None:
             child.join(5.0)
 
 
-_INDEX_ITEMS = re.compile(r"^llmrec_api_index_items (\S+)$", re.M)
-
-
 def wait_until_all_serving(host: str, metrics_port: int, processes: int, timeout_s: float = 120.0) -> None:
     """Block until every process of a group has loaded its index (its metrics show a non-empty index).
 
@@ -122,13 +118,13 @@ def wait_until_all_serving(host: str, metrics_port: int, processes: int, timeout
     pending = set(range(processes))
     while pending:
         for index in sorted(pending):
-            url = f"http://{host}:{metrics_port + index}/metrics"
             try:
-                with urllib.request.urlopen(url, timeout=2.0) as response:
-                    found = _INDEX_ITEMS.search(response.read().decode())
+                items = sample_value(
+                    scrape(metrics_port + index, host, timeout_s=2.0), "llmrec_api_index_items"
+                )
             except OSError:
-                found = None
-            if found is not None and float(found.group(1)) > 0:
+                items = None
+            if items is not None and items > 0:
                 pending.discard(index)
         if pending and time.monotonic() > deadline:
             raise TimeoutError(f"api processes {sorted(pending)} not serving after {timeout_s:.0f} s")

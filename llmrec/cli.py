@@ -358,12 +358,13 @@ def train_ranker_command(ctx: click.Context, tuned: Path, seed: int) -> None:
     with the item index's vectors; saves artifacts/ranker/<version>/ and points CURRENT at it. The API
     loads CURRENT at start-up."""
     from llmrec.data_source import data_source_at, resolve_data_source
-    from ranker.evaluation.tuning import load_tuned, tuned_params
+    from ranker.evaluation.registry import resolved_params
+    from ranker.evaluation.tuning import load_tuned
     from ranker.model.train_job import train_ranker
 
     settings = _settings(ctx)
     source = data_source_at(resolve_data_source(settings).path)  # names the shipped sample as such
-    params = tuned_params(load_tuned(tuned), "mal-completed", "llmrec")
+    params = resolved_params(load_tuned(tuned), "mal-completed", "llmrec")
     summary = train_ranker(source.path, settings.index_dir, settings.ranker_dir, params=params, seed=seed)
     click.echo(f"{summary} ({source.describe()}, {'tuned' if params else 'default'} parameters)")
 
@@ -389,6 +390,7 @@ def eval_report_command(
 ) -> None:
     """The llmrec model's report (Tables 3, 4, 9, 10, static vs dynamic profiles, t-SNE, inference time,
     case studies): reports/llmrec_model.{md,json} + PNGs. Needs the full data in LLMREC_DATA_DIR."""
+    from ranker.evaluation.registry import resolved_params
     from ranker.evaluation.tuning import load_tuned, tuned_params
     from ranker.model import report as llmrec_report
 
@@ -402,7 +404,7 @@ def eval_report_command(
             settings.index_dir,
             out,
             eval_json,
-            tuned_params(stored, "mal-completed", "llmrec"),
+            resolved_params(stored, "mal-completed", "llmrec"),
             eval_seeds=eval_seeds or (42, 43),
             baseline_params=tuned_params(stored, "mal-completed", "ease"),
             tuned_path=tuned,

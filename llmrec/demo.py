@@ -1,6 +1,8 @@
 """``make demo``: the whole system on real data, end to end, in a few minutes.
 
 1. Bring the stack up (Kafka, PostgreSQL, Triton, item index, worker, API): whatever is not yet running.
+   Before the API starts, train the llmrec ranker if none is saved (``llmrec train-ranker``: under a
+   minute on 2 cores), so the API serves the trained model.
 2. Replay real MyAnimeList events through Kafka and wait until the worker has applied them.
 3. Show profiles and recommendations for a few real users, and items similar to a well-known title.
 4. Publish new events for one user and show the recommendations change as the worker applies them.
@@ -125,8 +127,34 @@ def _show_change(settings: Settings, client: RecommenderClient, user_id: str, ca
     profile_table(client.user_profile(user_id))
 
 
+def _ensure_ranker(settings: Settings) -> None:
+    """Train and save the llmrec ranker unless a version is already current (the item index must exist)."""
+    from llmrec.data_source import resolve_data_source
+    from llmrec.settings import REPO_ROOT
+    from ranker.evaluation.registry import resolved_params
+    from ranker.evaluation.tuning import load_tuned
+    from ranker.model.serving import current_version
+    from ranker.model.train_job import train_ranker
+
+    version = current_version(settings.ranker_dir)
+    if version is not None:
+        console.print(f"trained ranker: version {version} (already saved)")
+        return
+    source = resolve_data_source(settings)
+    params = resolved_params(
+        load_tuned(REPO_ROOT / "reports" / "tuned_params.json"), "mal-completed", "llmrec"
+    )
+    console.print(f"training the llmrec ranker on the MAL Completed lists ({source.describe()})")
+    summary = train_ranker(source.path, settings.index_dir, settings.ranker_dir, params=params)
+    console.print(f"{summary} ({'tuned' if params else 'default'} parameters)")
+
+
 def run_demo(settings: Settings, keep_running: bool = False) -> int:
     console.rule("[bold]1. Starting the stack")
+    # The API loads the trained ranker when it starts: bring up what the training needs (the item index is
+    # built once Triton is up), train if needed, then the rest.
+    stack.up(settings, only=("kafka", "postgres", "triton"))
+    _ensure_ranker(settings)
     stack.up(settings)
     try:
         index, catalogue = load_artifacts(settings.index_dir)

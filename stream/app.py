@@ -75,6 +75,9 @@ def create_app(settings: Settings, *, web_enabled: bool = False) -> faust.App:
         broker_credentials=broker_credentials(kafka),
         # No tables: user state lives in PostgreSQL, so no changelog topics and no RocksDB.
         store="memory://",
+        # Faust still creates its table folders (empty with the memory store): keep them in the stack's
+        # state folder, not in whatever directory the worker was started from.
+        datadir=str(settings.state_dir / "faust" / "{conf.id}-data"),
         autodiscover=False,
         web_enabled=web_enabled,
         web_port=settings.worker.web_port,

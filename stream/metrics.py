@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -80,9 +78,3 @@ def observe_lag(topic: str, partition: int, lag: int) -> None:
 def serve(port: int, host: str = "127.0.0.1") -> None:
     if port:
         start_http_server(port, addr=host, registry=REGISTRY)
-
-
-def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> str:
-    """The text exposition of a worker's metrics endpoint (used by the benchmarks)."""
-    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as response:
-        return str(response.read().decode("utf-8"))

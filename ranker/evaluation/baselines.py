@@ -52,6 +52,11 @@ class FitContext:
 
 class Recommender(ABC):
     name: str = "base"
+    # Whether the model reads a user's history when it scores (the sequential models) rather than keeping
+    # what it learnt per user. Such a model is tested on every item known before the test part (train and
+    # validation) as its input, as RecBole feeds a sequential model the validation item when testing; the
+    # other models score from what they were fitted on.
+    reads_history_at_test: bool = False
 
     def __init__(self) -> None:
         self._n_items: int | None = None

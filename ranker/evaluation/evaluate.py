@@ -104,9 +104,12 @@ def fit_on_split(model: Recommender, split: Split, item_features: Features | Non
 Scorer = Callable[[npt.NDArray[np.int64]], npt.NDArray[np.float32]]
 
 
-def split_scorer(model: Recommender, split: Split) -> Scorer:
+def split_scorer(model: Recommender, split: Split, part: Part | str = Part.TEST) -> Scorer:
     """Scores for a batch of user indices: ``score`` for trained users, fold-in from ``split.fold_in`` for
-    users with no training rows but given ones (protocol (d) cold)."""
+    users with no training rows but given ones (protocol (d) cold). A model that
+    ``reads_history_at_test`` scores every user of the test part from all rows known before it."""
+    if Part(part) is Part.TEST and model.reads_history_at_test:
+        return history_scorer(model, split, split.known_rows(Part.TEST))
     if split.fold_in.size == 0:
         return model.score
     data = split.data
@@ -124,6 +127,17 @@ def split_scorer(model: Recommender, split: Split) -> Scorer:
             picked = users[cold]
             out[cold] = model.score_history(given[picked], [sequences[u] for u in picked.tolist()])
         return out
+
+    return score
+
+
+def history_scorer(model: Recommender, split: Split, rows: npt.NDArray[np.int64]) -> Scorer:
+    """Scores for a batch of user indices, each user folded in from their ``rows`` (time order)."""
+    history = split.data.matrix(rows)
+    sequences = split.sequences(rows)
+
+    def score(users: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        return model.score_history(history[users], [sequences[u] for u in users.tolist()])
 
     return score
 
@@ -208,7 +222,7 @@ def evaluate_model(
     relevant_by_user = split.relevant(part)
     users = np.array(sorted(relevant_by_user), dtype=np.int64)
     timing: list[float] = []
-    lists = ranked_lists(split_scorer(model, split), users, known, timing=timing)
+    lists = ranked_lists(split_scorer(model, split, part), users, known, timing=timing)
     # The popularity head is defined on training interactions: what the model could have seen.
     head = m.head_items(train.sum(axis=0))
     base = item_embeddings if item_embeddings is not None else train.T

@@ -24,7 +24,8 @@ from ranker.evaluation.factor_models import (
     VBPRText,
 )
 from ranker.evaluation.sequential import BERT4Rec, SASRec, SequentialConfig
-from ranker.evaluation.tuning import ParamSpec, SearchSpace
+from ranker.evaluation.splits import PROTOCOL_RANDOM, PROTOCOL_TEMPORAL
+from ranker.evaluation.tuning import Params, ParamSpec, SearchSpace, tuned_params
 
 P = ParamSpec
 
@@ -36,6 +37,18 @@ class ModelSpec:
     space: SearchSpace = field(default_factory=dict)
     needs_timestamps: bool = False  # sequential models: only where the data has a real time order
     needs_text: bool = False  # needs item text features
+    # Whose validation part tunes it: protocol (a) for every model but the sequential ones, which predict
+    # the next item and are tuned on protocol (c)'s (each user's second-to-last item, in time order).
+    tune_protocol: str = PROTOCOL_RANDOM
+    # Not tuned on its own: it takes ``tuned_as``'s tuned parameters (those it accepts), as an ablation takes
+    # the full model's, so that the two differ only by what the ablation removes.
+    tuned_as: str | None = None
+    # Parameters taken from another model's tuned entry on the same data set, {parameter: model}: the llmrec
+    # model's collaborative branch is EASE, with the EASE baseline's tuned regularisation.
+    borrowed: Mapping[str, str] = field(default_factory=dict)
+
+    def accepts(self, param: str) -> bool:
+        return param in self.defaults or param in self.space
 
     def factory(self, params: Mapping[str, Any] | None = None) -> ModelFactory:
         merged = {**self.defaults, **(params or {})}
@@ -51,7 +64,8 @@ _SEQ_SPACE: SearchSpace = {
     "blocks": P.int_(1, 2),
     "dropout": P.float_(0.1, 0.5),
     "lr": P.float_(3e-4, 5e-3, log=True),
-    "epochs": P.int_(5, 30),
+    # Up to 100: with the full-softmax loss one epoch over MovieLens costs a few seconds.
+    "epochs": P.int_(5, 100, log=True),
 }
 
 MODEL_SPECS: dict[str, ModelSpec] = {
@@ -121,12 +135,14 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         {"dim": 32, "blocks": 1, "dropout": 0.2, "lr": 2e-3, "epochs": 10},
         _SEQ_SPACE,
         needs_timestamps=True,
+        tune_protocol=PROTOCOL_TEMPORAL,
     ),
     "bert4rec": ModelSpec(
         _sequential(BERT4Rec),
         {"dim": 32, "blocks": 1, "dropout": 0.2, "lr": 2e-3, "epochs": 10, "mask_prob": 0.2},
         {**_SEQ_SPACE, "mask_prob": P.float_(0.1, 0.4)},
         needs_timestamps=True,
+        tune_protocol=PROTOCOL_TEMPORAL,
     ),
 }
 BASELINES = tuple(MODEL_SPECS)
@@ -140,6 +156,29 @@ def _register_llmrec() -> None:
 
 
 _register_llmrec()
+
+
+def borrowed_params(tuned: Mapping[str, Any], dataset: str, name: str) -> Params:
+    """The parameters model ``name`` takes from other models' tuned entries on ``dataset``."""
+    out: Params = {}
+    for param, other in MODEL_SPECS[name].borrowed.items():
+        theirs = tuned_params(tuned, dataset, other)
+        if theirs is not None and param in theirs:
+            out[param] = theirs[param]
+    return out
+
+
+def resolved_params(tuned: Mapping[str, Any], dataset: str, name: str) -> Params | None:
+    """Model ``name``'s parameters on ``dataset`` from the tuned file ``tuned``: its own tuned entry (or its
+    ``tuned_as`` model's, restricted to what it accepts), with its borrowed parameters; None when it has no
+    tuned entry."""
+    spec = MODEL_SPECS[name]
+    own = tuned_params(tuned, dataset, spec.tuned_as or name)
+    if own is None:
+        return None
+    if spec.tuned_as is not None:
+        own = {k: v for k, v in own.items() if spec.accepts(k)}
+    return {**own, **borrowed_params(tuned, dataset, name)}
 
 
 def applicable(name: str, data: InteractionData, has_text: bool) -> bool:

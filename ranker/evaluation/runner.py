@@ -1,9 +1,11 @@
 """What ``llmrec tune`` and ``llmrec eval`` do, as plain functions over loaded data (the CLI only parses
-options). Tuning always runs on protocol (a)'s validation part with seed 42; evaluation reuses the tuned
-parameters per data set (defaults, with a warning, for a model never tuned on that set)."""
+options). Tuning runs on a validation part with seed 42: protocol (a)'s, or the model's own
+``ModelSpec.tune_protocol`` (the sequential models: protocol (c)'s); evaluation reuses the tuned parameters
+per data set (defaults, with a warning, for a model never tuned on that set)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,9 @@ from tqdm import tqdm
 from llmrec.logs import get_logger
 from ranker.evaluation.datasets import InteractionData, load_dataset
 from ranker.evaluation.evaluate import EvalRecord, Features, ModelFactory, run_eval
-from ranker.evaluation.registry import BASELINES, MODEL_SPECS, applicable
-from ranker.evaluation.splits import PROTOCOL_ALIASES, PROTOCOL_RANDOM, random_split
-from ranker.evaluation.tuning import TuneResult, load_tuned, save_tuned, tune_model, tuned_params
+from ranker.evaluation.registry import BASELINES, MODEL_SPECS, applicable, borrowed_params, resolved_params
+from ranker.evaluation.splits import PROTOCOL_ALIASES, PROTOCOL_RANDOM, make_split
+from ranker.evaluation.tuning import TuneResult, load_tuned, save_tuned, tune_model
 
 log = get_logger(__name__)
 
@@ -82,9 +84,12 @@ def run_tuning(
         for model in models
         if applicable(model, data, name in features)
     ]
+    for skipped in sorted({m for _, m in jobs if MODEL_SPECS[m].tuned_as}):
+        log.info("not tuned on its own", extra={"model": skipped, "takes": MODEL_SPECS[skipped].tuned_as})
+    jobs = [(name, model) for name, model in jobs if MODEL_SPECS[model].tuned_as is None]
     for name, model in tqdm(jobs, desc="tune", unit="model"):
         spec = MODEL_SPECS[model]
-        split = random_split(datasets[name], TUNE_SEED)
+        split = make_split(datasets[name], spec.tune_protocol, TUNE_SEED)
         result = tune_model(
             spec.build,
             spec.space,
@@ -92,9 +97,11 @@ def run_tuning(
             n_trials,
             seed=TUNE_SEED,
             metric=TUNE_METRIC,
-            defaults=spec.defaults,
+            defaults={**spec.defaults, **borrowed_params(load_tuned(out_path), name, model)},
             item_features=features.get(name),
         )
+        if spec.tune_protocol != PROTOCOL_RANDOM:
+            result = dataclasses.replace(result, protocol=spec.tune_protocol)
         log.info(
             "tuned",
             extra={"dataset": name, "model": model, "validation": result.value, "params": result.params},
@@ -125,7 +132,7 @@ def eval_models(models: Sequence[str], tuned_path: Path, features: Mapping[str, 
         for model in models:
             if not applicable(model, data, data.name in features):
                 continue
-            params = tuned_params(tuned, data.name, model)
+            params = resolved_params(tuned, data.name, model)
             if params is None and MODEL_SPECS[model].space:
                 log.warning("untuned model: defaults used", extra={"dataset": data.name, "model": model})
             out[model] = MODEL_SPECS[model].factory(params)
@@ -181,9 +188,12 @@ def append_tuning_table(markdown: Path, tuned: Mapping[str, Any]) -> None:
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in sorted(entry["params"].items())
             )
+            tuned_on = entry.get("tuned_on", dataset)
+            if "protocol" in entry:
+                tuned_on += f" ({entry['protocol']})"
             lines.append(
-                f"| {dataset} | {model} | {entry['validation']:.4f} | {entry['trials']} | "
-                f"{entry.get('tuned_on', dataset)} | {params} |"
+                f"| {dataset} | {model} | {entry['validation']:.4f} | {entry['trials']} | {tuned_on} "
+                f"| {params} |"
             )
     with markdown.open("a", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")

@@ -68,14 +68,18 @@ class TuneResult:
     value: float
     trials: list[tuple[Params, float]] = field(default_factory=list)
     seconds: float = 0.0
+    protocol: str | None = None  # whose validation part, when not the budget's
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "params": self.params,
             "validation": self.value,
             "trials": len(self.trials),
             "seconds": self.seconds,
         }
+        if self.protocol is not None:
+            out["protocol"] = self.protocol
+        return out
 
 
 def _suggest(trial: Any, space: SearchSpace) -> Params:

@@ -16,8 +16,13 @@ deviation over the universe (z-scores), the last two with global constants from 
   collaborative branch differently for light and heavy users).
 
 Candidates: the fusion layer re-ranks, for each user, the union of the ``n_collab`` best unseen items by
-``collab_pref`` and the ``n_semantic`` best unseen items by ``semantic`` (retrieval from both branches, as
-the API retrieves before ranking); every other item is ranked after them by ``collab_pref``.
+``collab`` and the ``n_semantic`` best unseen items by ``semantic`` (retrieval from both branches, as the
+API retrieves before ranking); every other item is ranked after them by ``collab``. Retrieval reads the
+binary history, not the preference weights: every interaction says the user engaged with the item, and
+the fusion layer decides how much the ratings and their age add. On the validation part of protocol (a),
+seed 42, retrieving by ``collab_pref`` instead gave NDCG@10 0.2248 against 0.2304 on MovieLens (where a
+third of the ratings are 3 stars or less, i.e. negative strengths) and 0.3018 against 0.3019 on
+mal-completed.
 """
 
 from __future__ import annotations
@@ -139,6 +144,6 @@ def candidate_mask(
     features: npt.NDArray[np.float32], seen: FloatMatrix, n_collab: int, n_semantic: int
 ) -> BoolMatrix:
     """[b, n_universe]: the items the fusion layer re-ranks (see the module docstring)."""
-    return _top_unseen(features[..., COLLAB_PREF], seen, n_collab) | _top_unseen(
+    return _top_unseen(features[..., COLLAB], seen, n_collab) | _top_unseen(
         features[..., SEMANTIC], seen, n_semantic
     )

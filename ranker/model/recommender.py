@@ -26,7 +26,7 @@ import torch
 from ranker.evaluation.baselines import Recommender
 from ranker.evaluation.datasets import IntArray
 from ranker.model.features import (
-    COLLAB_PREF,
+    COLLAB,
     N_FEATURES,
     ItemSide,
     UserInputs,
@@ -239,7 +239,7 @@ class LLMRec(Recommender):
 def score_universe(net: FusionNet, side: ItemSide, config: LLMRecConfig, inputs: UserInputs) -> FloatMatrix:
     """The one scoring function, offline (evaluation) and online (``serving.LearnedRanker``): scores of
     every universe item for a batch of users, [b, n_items]. Candidates (``features.candidate_mask``) get
-    the fusion layer's score; every other item ``OUTSIDE + collab_pref``, i.e. after all candidates in the
+    the fusion layer's score; every other item ``OUTSIDE + collab``, i.e. after all candidates in the
     collaborative branch's order."""
     net.eval()
     features = universe_features(inputs, side)
@@ -248,7 +248,7 @@ def score_universe(net: FusionNet, side: ItemSide, config: LLMRecConfig, inputs:
     user = net.user_side(torch.from_numpy(inputs.preference), torch.from_numpy(inputs.history_weights))
     item = net.item_side(torch.from_numpy(side.vectors), rows)
     fused = net(torch.from_numpy(features), user[:, None, :], item[None, :, :]).numpy()
-    outside = OUTSIDE + features[..., COLLAB_PREF]
+    outside = OUTSIDE + features[..., COLLAB]
     scores: FloatMatrix = np.where(candidates, fused, outside).astype(np.float32)
     return scores
 

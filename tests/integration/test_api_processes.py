@@ -14,12 +14,12 @@ from api_process import ApiProcess, publish_sample_index
 
 from deploy.process import free_port_run, free_ports
 from grpc_api.processes import wait_until_all_serving
+from llmrec.metrics_http import sample_value, scrape
 from llmrec.settings import ApiSettings, Settings
 from llmrec.store import migrate
 from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
-from stream.metrics import scrape
 
-OK_COUNT = re.compile(r'^llmrec_api_request_seconds_count\{code="OK",method="Recommend"\} (\S+)$', re.M)
+OK_RECOMMENDS = 'llmrec_api_request_seconds_count{code="OK",method="Recommend"}'
 
 
 def start_group(settings_factory: Callable[..., Settings], postgres_dsn: str, name: str) -> ApiProcess:
@@ -69,8 +69,10 @@ def test_two_processes_share_the_port_and_stop_together(
                 )
                 assert len(answer.items) == 5
         port = api.settings.api.metrics_port
-        served = [float(m) for p in (port, port + 1) for m in OK_COUNT.findall(scrape(p))]
-        assert sum(served) == 24 and len(served) == 2 and min(served) > 0, served
+        served = [sample_value(scrape(p), OK_RECOMMENDS) for p in (port, port + 1)]
+        assert None not in served and sum(s or 0 for s in served) == 24 and min(s or 0 for s in served) > 0, (
+            served
+        )
     finally:
         code = api.stop()
     assert code == 0, api.log()[-4000:]

@@ -216,3 +216,76 @@ def test_registry_names_match_models_and_defaults_sit_in_their_spaces() -> None:
                 assert value in dim.choices, (name, key)
             else:
                 assert dim.low <= value <= dim.high, (name, key)
+
+
+class HistoryReader(Recommender):
+    """Records what it is asked to score from: ``score`` (fitted users) or ``score_history`` (sequences)."""
+
+    name = "history-reader"
+    reads_history_at_test = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scored_users = 0
+        self.sequences: list[np.ndarray] = []
+
+    def _fit(self, train: np.ndarray) -> None:
+        pass
+
+    def _score(self, users: np.ndarray) -> np.ndarray:
+        self.scored_users += users.size
+        return np.zeros((users.size, self.n_items), dtype=np.float32)
+
+    def _score_history(self, history: np.ndarray, sequences: Any) -> np.ndarray:
+        self.sequences.extend(sequences)
+        return np.zeros((history.shape[0], self.n_items), dtype=np.float32)
+
+
+def test_history_readers_are_tested_on_train_and_validation_items_in_time_order() -> None:
+    from ranker.evaluation.splits import temporal_split
+
+    data = toy(times=True)
+    split = temporal_split(data)
+    model = HistoryReader()
+    model.fit(split.train_matrix())
+    evaluate_model(model, split, part=Part.VALIDATION, ks=(5,))
+    assert model.scored_users == data.n_users and not model.sequences  # validation: what it was fitted on
+    evaluate_model(model, split, part=Part.TEST, ks=(5,))
+    given = split.sequences(np.concatenate([split.train, split.validation]))
+    validation_item = {int(data.users[r]): int(data.items[r]) for r in split.validation}
+    assert len(model.sequences) == data.n_users
+    for user, sequence in enumerate(model.sequences):
+        assert np.array_equal(sequence, given[user])
+        assert sequence[-1] == validation_item[user]  # the newest known item comes last
+
+
+def test_ablations_take_llmrecs_tuned_params_and_llmrec_borrows_the_ease_reg() -> None:
+    from ranker.evaluation.registry import resolved_params
+
+    tuned = {
+        "datasets": {
+            "d1": {
+                "ease": {"params": {"reg": 55.0}},
+                "llmrec": {"params": {"fusion": "late", "n_collab": 90, "n_semantic": 7, "reg": 200.0}},
+            },
+            "d2": {"ease": {"params": {"reg": 12.0}}},
+        }
+    }
+    assert resolved_params(tuned, "d1", "llmrec") == {
+        "fusion": "late", "n_collab": 90, "n_semantic": 7, "reg": 55.0,
+    }  # fmt: skip
+    assert resolved_params(tuned, "d1", "llmrec-no-pref") == resolved_params(tuned, "d1", "llmrec")
+    # No fusion layer: only the branches' settings, never the tuned fusion kind.
+    assert resolved_params(tuned, "d1", "llmrec-no-fusion") == {"n_collab": 90, "n_semantic": 7, "reg": 55.0}
+    assert resolved_params(tuned, "d2", "llmrec") is None  # not tuned there: the caller's defaults
+    assert resolved_params(tuned, "d1", "ease") == {"reg": 55.0}
+
+
+def test_sequential_models_tune_on_the_temporal_protocol() -> None:
+    from ranker.evaluation.registry import MODEL_SPECS
+
+    assert {n for n, s in MODEL_SPECS.items() if s.tune_protocol == PROTOCOL_TEMPORAL} == {
+        "sasrec",
+        "bert4rec",
+    }
+    assert all(s.tune_protocol == PROTOCOL_RANDOM for n, s in MODEL_SPECS.items() if not s.needs_timestamps)

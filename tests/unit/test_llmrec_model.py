@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from ranker.evaluation.baselines import EASE
-from ranker.model.features import COLLAB_PREF, SEMANTIC, ItemSide, candidate_mask, universe_features
+from ranker.model.features import (
+    COLLAB,
+    COLLAB_PREF,
+    SEMANTIC,
+    ItemSide,
+    candidate_mask,
+    universe_features,
+)
 from ranker.model.profiles import (
     ProfileKind,
     decay_factors,
@@ -118,6 +125,9 @@ def test_features_standardise_per_user_and_candidates_exclude_history() -> None:
     cands = candidate_mask(feats, train, 5, 3)
     assert not (cands & (train > 0)).any()
     assert (cands.sum(axis=1) >= np.minimum(5, (train == 0).sum(axis=1))).all()
+    # Retrieval reads the binary collaborative branch: its 5 best unseen items are all candidates.
+    best_collab = np.argsort(-np.where(train > 0, -np.inf, feats[..., COLLAB]), axis=1)[:, :5]
+    assert np.take_along_axis(cands, best_collab, axis=1).all()
 
 
 def test_hold_back_and_negatives_stay_inside_the_training_rules() -> None:
