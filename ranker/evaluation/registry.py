@@ -23,6 +23,7 @@ from ranker.evaluation.factor_models import (
     VBPRConfig,
     VBPRText,
 )
+from ranker.evaluation.library_models import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
 from ranker.evaluation.sequential import BERT4Rec, SASRec, SequentialConfig
 from ranker.evaluation.splits import PROTOCOL_RANDOM, PROTOCOL_TEMPORAL
 from ranker.evaluation.tuning import Params, ParamSpec, SearchSpace, tuned_params
@@ -146,6 +147,31 @@ MODEL_SPECS: dict[str, ModelSpec] = {
     ),
 }
 BASELINES = tuple(MODEL_SPECS)
+
+# An established library's implementations of two baselines (``library_models``): reference points for
+# ``bpr`` and ``mf``, with the same budget; in the table by name, not in ``BASELINES``.
+LIBRARY_MODELS: dict[str, ModelSpec] = {
+    "implicit-bpr": ModelSpec(
+        lambda p, seed: ImplicitBPR(ImplicitBPRConfig(**p, seed=seed)),
+        {"factors": 64, "learning_rate": 0.01, "regularization": 0.01, "iterations": 100},
+        {
+            "factors": P.categorical(32, 64),
+            "learning_rate": P.float_(1e-3, 5e-2, log=True),
+            "regularization": P.float_(1e-4, 1e-1, log=True),
+            "iterations": P.int_(20, 300, log=True),
+        },
+    ),
+    "implicit-als": ModelSpec(
+        lambda p, seed: ImplicitALS(ImplicitALSConfig(**p, seed=seed)),
+        {"factors": 64, "regularization": 0.01, "alpha": 1.0, "iterations": 15},
+        {
+            "factors": P.categorical(32, 64),
+            "regularization": P.float_(0.01, 100.0, log=True),
+            "alpha": P.float_(1.0, 50.0, log=True),
+        },
+    ),
+}
+MODEL_SPECS.update(LIBRARY_MODELS)
 
 
 def _register_llmrec() -> None:

@@ -27,6 +27,7 @@ from ranker.evaluation.factor_models import (
     VBPRConfig,
     VBPRText,
 )
+from ranker.evaluation.library_models import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
 from ranker.evaluation.sequential import BERT4Rec, SASRec, SequentialConfig
 
 N_USERS, N_ITEMS = 60, 40
@@ -212,6 +213,20 @@ class TestVBPRText(BaselineContract):
         train, _ = planted()
         with pytest.raises(ValueError, match="item_features"):
             self.make().fit(train)
+
+
+class TestImplicitBPR(BaselineContract):
+    """The library reference for ``bpr`` (``library_models``)."""
+
+    def make(self, seed: int = 42) -> Recommender:
+        return ImplicitBPR(ImplicitBPRConfig(factors=8, learning_rate=0.1, iterations=500, seed=seed))
+
+
+class TestImplicitALS(BaselineContract):
+    """The library reference for ``mf``."""
+
+    def make(self, seed: int = 42) -> Recommender:
+        return ImplicitALS(ImplicitALSConfig(factors=8, regularization=0.1, alpha=10.0, seed=seed))
 
 
 SEQ = SequentialConfig(dim=16, blocks=1, heads=2, max_len=8, dropout=0.1, epochs=40, batch_size=32, lr=5e-3)
