@@ -68,6 +68,8 @@ def broker_credentials(kafka: KafkaSettings) -> faust.SASLCredentials | faust.SS
 
 def create_app(settings: Settings, *, web_enabled: bool = False) -> faust.App:
     kafka = settings.kafka
+    faust_dir = settings.state_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level of its datadir
     return faust.App(
         # The app id is the consumer group: every worker with the same id shares the partitions.
         kafka.consumer_group,
@@ -77,7 +79,7 @@ def create_app(settings: Settings, *, web_enabled: bool = False) -> faust.App:
         store="memory://",
         # Faust still creates its table folders (empty with the memory store): keep them in the stack's
         # state folder, not in whatever directory the worker was started from.
-        datadir=str(settings.state_dir / "faust" / "{conf.id}-data"),
+        datadir=str(faust_dir / "{conf.id}-data"),
         autodiscover=False,
         web_enabled=web_enabled,
         web_port=settings.worker.web_port,
