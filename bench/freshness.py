@@ -44,12 +44,12 @@ from deploy.process import free_ports
 from deploy.triton import TritonServer
 from grpc_api.client import RecommenderClient
 from grpc_api.errors import NotFound
+from jobs.build_index import build_index
 from llmrec.catalogue import load_catalogue
 from llmrec.data_source import sample_source
 from llmrec.events.producer import producer_config, topic_for
 from llmrec.events.schema import RatingEvent, ReviewEvent
 from llmrec.events.validation import AnyEvent, encode_event
-from llmrec.index_build import build_index
 from llmrec.metrics_http import scrape
 from llmrec.settings import Settings, TritonSettings
 

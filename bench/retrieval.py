@@ -7,7 +7,7 @@ What is measured, per catalogue size n (10k and 100k; 1M without ``--quick``):
 - queries: user-like vectors, each the renormalised mean of ``QUERY_MIX`` random item vectors (a user's
   preference vector is a weighted sum of item vectors);
 - recall@100 of each index against the exact top 100 (numpy, float32 inner product);
-- HNSW only up to ``llmrec.index_build.HNSW_MAX_ITEMS`` (its build time; the API uses IVF above that);
+- HNSW only up to ``jobs.build_index.HNSW_MAX_ITEMS`` (its build time; the API uses IVF above that);
   above 200k items the timed query counts shrink in proportion (exact search costs ~100 ms a query at 1M);
 - IVF (nlist from ``ItemIndex``, about 4*sqrt(n), at most 1024) and HNSW (M=32, efConstruction=200,
   from ``ItemIndex``):
@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from bench.common import summary
-from llmrec.index_build import HNSW_MAX_ITEMS, choose_kind
+from jobs.build_index import HNSW_MAX_ITEMS, choose_kind
 from ranker.retrieval import IndexKind, ItemIndex
 
 K = 100
@@ -246,7 +246,7 @@ def bench_size(n: int, plan: Plan, embeddings_path: Path, seed: int) -> dict[str
     if n > HNSW_MAX_ITEMS:
         kinds = ("flat", "ivf")
         result["skipped"] = {
-            "hnsw": f"not built above {HNSW_MAX_ITEMS:,} items (llmrec.index_build.HNSW_MAX_ITEMS): its "
+            "hnsw": f"not built above {HNSW_MAX_ITEMS:,} items (jobs.build_index.HNSW_MAX_ITEMS): its "
             "build time grows faster than n (see the 100k row), so at this size it would take most of the run"
         }
     for kind in kinds:

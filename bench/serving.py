@@ -10,7 +10,7 @@ Set-up (everything real, started for the run and stopped at the end):
   ``artifacts/index/embeddings.npy`` tiled to n rows, copies after the first perturbed with Gaussian noise
   and renormalised); copy c of item i gets id ``i + c * ID_STRIDE`` and i's title (suffixed ``#c``),
   genres and member count, so genre filters and the popularity prior behave as on the real catalogue;
-- the index kind the API would be given at that size (``llmrec.index_build.choose_kind``); an IVF index
+- the index kind the API would be given at that size (``jobs.build_index.choose_kind``); an IVF index
   gets the smallest nprobe whose recall@100 against exact search reaches 0.95 on 200 user-like queries;
   index folders are cached in ``.llmrec/bench-cache`` between runs (keyed by size, kind, seed, noise and
   the embeddings' content), and the report says whether this run built or reused one;
@@ -61,16 +61,17 @@ from deploy.stack import llmrec_command
 from grpc_api import loadtest
 from grpc_api.client import RecommenderClient
 from grpc_api.processes import wait_until_all_serving
-from llmrec.catalogue import Catalogue, Item, catalogue_path
+from jobs.build_index import choose_kind
+from llmrec.artifacts import EMBEDDINGS_FILE, catalogue_path, load_item_vectors, publish_dir
+from llmrec.catalogue import Catalogue, Item
 from llmrec.events.schema import EventType
-from llmrec.index_build import choose_kind
 from llmrec.metrics_http import sample_value, scrape
 from llmrec.settings import REPO_ROOT, ApiSettings, PostgresSettings, Settings
 from llmrec.store import migrate
 from llmrec.store.interface import LedgerEntry
 from llmrec.store.postgres import PostgresStore
 from ranker.preferences import DecayPolicy, SignalWeights, rating_signal
-from ranker.retrieval import ItemIndex, publish_dir
+from ranker.retrieval import ItemIndex
 from stream.item_vectors import ArrayItemVectors
 from stream.processing import PreferenceUpdater
 
@@ -127,9 +128,9 @@ def load_base(index_dir: Path) -> Base:
     """The real items of the published index (ids, catalogue); random vectors and a synthetic catalogue
     when there is none (a fresh clone)."""
     folder = index_dir.resolve()
-    embeddings = folder / "embeddings.npy"
+    embeddings = folder / EMBEDDINGS_FILE
     if embeddings.is_file() and catalogue_path(folder).is_file():
-        ids = np.load(folder / "item_ids.npy").astype(np.int64)
+        ids, _ = load_item_vectors(folder)
         digest = hashlib.sha256(embeddings.read_bytes()).hexdigest()[:10]
         return Base(ids, Catalogue.load(catalogue_path(folder)), embeddings, digest)
     return Base(np.arange(1, retrieval.DIM_RANDOM * 50 + 1, dtype=np.int64), None, embeddings, "random")
@@ -317,7 +318,7 @@ class Api:
         argv = [llmrec_command(), "serve"]
         if source is not None:
             env["PYTHONPATH"] = str(source)
-            argv = [sys.executable, "-m", "llmrec.cli", "serve"]
+            argv = [sys.executable, "-m", "cli.main", "serve"]
         self.process: ManagedProcess = spawn(
             f"api-{name}",
             argv,

@@ -165,11 +165,11 @@ def _triton_probe(settings: Settings) -> bool:
 
 def _ensure_index(settings: Settings) -> None:
     """Build the item index on first start (minutes on 2 cores for the full catalogue), reuse it after."""
-    from llmrec.index_build import index_exists
+    from llmrec.artifacts import index_exists
 
     if index_exists(settings.index_dir):
         return
-    from llmrec.index_build import build_index_from_settings
+    from jobs.build_index import build_index_from_settings
 
     log.info("index_missing_building", index_dir=str(settings.index_dir))
     build_index_from_settings(settings, progress=True)

@@ -286,7 +286,7 @@ def load_learned_ranker(settings: Settings, dim: int) -> LearnedRanker | None:
 
 def load_snapshot(settings: Settings) -> Snapshot:
     """Index + catalogue from ``settings.index_dir`` (blocking: run it in a thread)."""
-    from llmrec.index_build import load_artifacts
+    from ranker.retrieval import load_artifacts
 
     index, catalogue = load_artifacts(settings.index_dir)
     snapshot = Snapshot(index, catalogue, learned=load_learned_ranker(settings, index.dim))

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
+from llmrec.preference_state import PreferenceState
 from llmrec.store.interface import SeenItem, StoredProfile, StoreUnavailable
-from ranker.preferences import Contribution, DecayPolicy, PreferenceState, apply_contributions
+from ranker.preferences import Contribution, DecayPolicy, apply_contributions
 
 FloatArray = npt.NDArray[np.float32]
 

@@ -426,11 +426,3 @@ def load_catalogue(source: DataSource | Path) -> Catalogue:
     if path.is_file():
         return Catalogue.load(path)
     return build_catalogue(path)
-
-
-CATALOGUE_FILE = "catalogue.jsonl.gz"
-
-
-def catalogue_path(index_dir: Path) -> Path:
-    """Where ``llmrec build-index`` saves the catalogue: inside the index folder, so both swap together."""
-    return index_dir / CATALOGUE_FILE

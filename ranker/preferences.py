@@ -37,7 +37,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from llmrec.events.schema import (
     RatingEvent,
@@ -46,8 +45,7 @@ from llmrec.events.schema import (
     WatchStatus,
     normalised_rating,
 )
-
-Vector = npt.NDArray[np.float32]
+from llmrec.preference_state import PreferenceState, Vector
 
 # How much each list status says the user finished a title, on [0, 1] (the "completion" signal).
 COMPLETION_BY_STATUS: dict[WatchStatus, float] = {
@@ -90,23 +88,6 @@ class Contribution:
     vector: Vector
     strength: float
     time_s: float
-
-
-@dataclass(frozen=True)
-class PreferenceState:
-    """A user's profile at ``ref_time_s``. ``vector_sum`` is unnormalised; see ``user_vector``."""
-
-    vector_sum: Vector
-    weight_sum: float
-    ref_time_s: float
-
-    @classmethod
-    def empty(cls, dim: int) -> PreferenceState:
-        return cls(vector_sum=np.zeros(dim, dtype=np.float32), weight_sum=0.0, ref_time_s=-math.inf)
-
-    @property
-    def is_empty(self) -> bool:
-        return self.weight_sum <= 0.0
 
 
 def rating_signal(rating: float, weights: SignalWeights) -> float:

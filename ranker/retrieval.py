@@ -13,14 +13,8 @@ Concurrency: CPU FAISS indexes are safe for concurrent searches and release the 
 ``search`` in worker threads (``search_async``). Per-call search parameters (HNSW ``efSearch``, IVF
 ``nprobe``) are passed as ``SearchParameters`` objects, never by mutating the shared index.
 
-On disk a saved index is one folder::
-
-    index.faiss      the FAISS index (row i is item_ids[i])
-    item_ids.npy     int64 [n]         MAL anime ids, row order
-    embeddings.npy   float32 [n, dim]  L2-normalised item embeddings, row order (the worker reads these)
-    meta.json        format, version, dim, count, kind, encoder model name, created time, parameters
-
-``publish_dir`` makes a folder appear atomically: readers see the old complete version or the new one.
+On disk a saved index is one folder in the layout of ``llmrec.artifacts``; ``load_artifacts`` reads it
+with its catalogue.
 
 Example:
     >>> import numpy as np
@@ -34,15 +28,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
 import threading
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +40,16 @@ from typing import Any, Literal, get_args
 import faiss as _faiss_module
 import numpy as np
 import numpy.typing as npt
+
+from llmrec.artifacts import (
+    EMBEDDINGS_FILE,
+    IDS_FILE,
+    INDEX_FILE,
+    META_FILE,
+    IndexFormatError,
+    catalogue_path,
+)
+from llmrec.catalogue import Catalogue
 
 # faiss-cpu's bundled stubs lack the SearchParameters keyword constructors (SearchParametersHNSW is
 # missing entirely), so the module is used untyped here; every array crossing it is checked or cast.
@@ -61,10 +60,6 @@ IdArray = npt.NDArray[np.int64]
 IndexKind = Literal["flat", "hnsw", "ivf"]
 INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 
-INDEX_FILE = "index.faiss"
-IDS_FILE = "item_ids.npy"
-EMBEDDINGS_FILE = "embeddings.npy"
-META_FILE = "meta.json"
 FORMAT_VERSION = 1
 
 # HNSW: M=32 links per node and efConstruction=200 are FAISS's usual high-recall settings for 384-d text
@@ -87,10 +82,6 @@ INLINE_SEARCH_VECTORS = 32_768
 _omp_state = threading.local()
 # Rows must be unit vectors to within this, after which they are renormalised exactly.
 NORM_TOLERANCE = 1e-2
-
-
-class IndexFormatError(ValueError):
-    """A saved index folder is missing files or its files disagree with each other."""
 
 
 @dataclass(frozen=True)
@@ -379,50 +370,9 @@ class ItemIndex:
         return cls(index, item_ids, embeddings, meta)
 
 
-def load_item_vectors(folder: Path) -> tuple[IdArray, FloatArray]:
-    """Just the ids and unit embeddings of a saved index (what the stream worker needs), without FAISS."""
-    folder = folder.resolve()
-    item_ids = np.load(folder / IDS_FILE, allow_pickle=False).astype(np.int64, copy=False)
-    embeddings = np.load(folder / EMBEDDINGS_FILE, allow_pickle=False).astype(np.float32, copy=False)
-    if embeddings.shape[0] != len(item_ids):
-        raise IndexFormatError(f"{folder}: {len(item_ids)} ids but {embeddings.shape[0]} embeddings")
-    return item_ids, embeddings
-
-
-@contextlib.contextmanager
-def publish_dir(target: Path, keep: int = 2) -> Iterator[Path]:
-    """Yield an empty staging folder; on success make ``target`` point at it atomically.
-
-    ``target`` becomes a symlink to a versioned sibling folder (``<name>.versions/<stamp>``), replaced with
-    one ``os.replace`` (an atomic rename on POSIX), so a reader resolving ``target`` sees either the old
-    complete folder or the new one, never a half-written or missing one. A plain folder left at ``target``
-    by an older build is moved aside first (that one switch is not atomic). The newest ``keep`` versions
-    stay on disk so that a reader that resolved the previous link can finish loading it. If the body
-    raises, the staging folder is deleted and ``target`` is untouched.
-    """
-    target = Path(os.path.abspath(target))
-    versions = target.parent / f"{target.name}.versions"
-    versions.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    staging = Path(tempfile.mkdtemp(prefix=f".{stamp}-", dir=versions))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    final = versions / stamp
-    staging.rename(final)
-    if target.exists() and not target.is_symlink():
-        # "0-" sorts before every timestamp, so the legacy folder is the first to be pruned.
-        target.rename(versions / f"0-legacy-{stamp}")
-    link = target.parent / f".{target.name}.link-{stamp}"
-    link.symlink_to(final.relative_to(target.parent))
-    os.replace(link, target)
-    _prune_versions(versions, keep=max(1, keep), current=final)
-
-
-def _prune_versions(versions: Path, keep: int, current: Path) -> None:
-    done = sorted((p for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True)
-    for old in done[keep:]:
-        if old != current:
-            shutil.rmtree(old, ignore_errors=True)
+def load_artifacts(index_dir: Path) -> tuple[ItemIndex, Catalogue]:
+    """The index and its catalogue from one published folder (resolved once: both from one version)."""
+    folder = index_dir.resolve()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no index at {index_dir}; run `llmrec build-index`")
+    return ItemIndex.load(folder), Catalogue.load(catalogue_path(folder))

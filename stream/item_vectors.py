@@ -14,8 +14,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ranker.preferences import Vector
-from ranker.retrieval import load_item_vectors
+from llmrec.artifacts import load_item_vectors
+from llmrec.preference_state import Vector
 
 
 class ItemVectors(Protocol):

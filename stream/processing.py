@@ -33,16 +33,10 @@ from encoder_triton.client import EncoderRejected, EncoderUnavailable, TextEncod
 from llmrec.events.schema import EventType, RatingEvent, ReviewEvent, WatchEvent
 from llmrec.events.validation import AnyEvent, InvalidEvent, RejectReason, parse_event
 from llmrec.logs import get_logger
+from llmrec.preference_state import PreferenceState
 from llmrec.settings import KafkaSettings, PreferenceSettings
 from llmrec.store.interface import EventStore, LedgerEntry, StoreUnavailable
-from ranker.preferences import (
-    Contribution,
-    DecayPolicy,
-    PreferenceState,
-    SignalWeights,
-    apply_contributions,
-    event_strength,
-)
+from ranker.preferences import Contribution, DecayPolicy, SignalWeights, apply_contributions, event_strength
 from stream.deadletter import DeadLetter, DeadLetterSink, SinkUnavailable
 from stream.item_vectors import ItemVectors
 from stream.retry import Backoff, Sleep, retry_transient

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from llmrec.events.schema import EventType
-from ranker.preferences import PreferenceState
+from llmrec.preference_state import PreferenceState
 
 
 class StoreUnavailable(Exception):

@@ -28,6 +28,7 @@ import psycopg
 
 from llmrec.events.schema import EventType
 from llmrec.logs import get_logger
+from llmrec.preference_state import PreferenceState, Vector
 from llmrec.settings import PostgresSettings
 from llmrec.store.arrays import register_vector_adapters
 from llmrec.store.idle_check import IdleCheck
@@ -40,7 +41,6 @@ from llmrec.store.interface import (
     StoreUnavailable,
 )
 from llmrec.store.pool import CappedReconnectPool
-from ranker.preferences import PreferenceState, Vector
 
 log = get_logger(__name__)
 

@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from ranker.evaluation.baselines import Recommender
-from ranker.evaluation.datasets import IntArray
+from ranker.interactions import IntArray
+from ranker.model.base import Recommender
 from ranker.model.features import (
     COLLAB,
     N_FEATURES,

@@ -32,6 +32,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from llmrec.artifacts import (
+    RANKER_CURRENT_FILE,
+    RANKER_ITEM_SIDE_FILE,
+    RANKER_META_FILE,
+    RANKER_UNIVERSE_FILE,
+    RANKER_WEIGHTS_FILE,
+)
 from ranker.model.features import FEATURES, ItemSide, UserInputs
 from ranker.model.network import FusionNet
 from ranker.model.profiles import ProfileKind
@@ -41,11 +48,11 @@ from ranker.preferences import DecayPolicy
 FloatArray = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
 
-CURRENT = "CURRENT"
-META_FILE = "meta.json"
-WEIGHTS_FILE = "weights.pt"
-ITEM_SIDE_FILE = "item_side.npz"
-UNIVERSE_FILE = "universe_ids.npy"
+CURRENT = RANKER_CURRENT_FILE
+META_FILE = RANKER_META_FILE
+WEIGHTS_FILE = RANKER_WEIGHTS_FILE
+ITEM_SIDE_FILE = RANKER_ITEM_SIDE_FILE
+UNIVERSE_FILE = RANKER_UNIVERSE_FILE
 
 
 # One seen item as the ranker needs it online: (item id, summed strength, latest event time in Unix s),

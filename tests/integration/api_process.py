@@ -16,9 +16,9 @@ from deploy.env import settings_env
 from deploy.process import ManagedProcess, spawn
 from deploy.stack import grpc_serving, llmrec_command
 from grpc_api.testing import genre_embeddings
+from jobs.build_index import build_index
 from llmrec.catalogue import Catalogue, build_catalogue
 from llmrec.data_source import SAMPLE_DIR
-from llmrec.index_build import build_index
 from llmrec.settings import Settings
 
 

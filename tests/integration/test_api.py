@@ -22,21 +22,15 @@ from grpc_api.client import RecommenderClient
 from grpc_api.errors import DeadlineExceeded, InvalidRequest, NotFound
 from grpc_api.server import SERVICE_NAME, ApiServer
 from grpc_api.testing import genre_embeddings
+from jobs.build_index import build_index
 from llmrec.catalogue import Catalogue, build_catalogue
 from llmrec.data_source import SAMPLE_DIR
 from llmrec.events.schema import EventType
-from llmrec.index_build import build_index
+from llmrec.preference_state import PreferenceState
 from llmrec.settings import ApiSettings, PostgresSettings, Settings
 from llmrec.store import LedgerEntry, migrate
 from llmrec.store.postgres import PostgresStore
-from ranker.preferences import (
-    Contribution,
-    DecayPolicy,
-    PreferenceState,
-    SignalWeights,
-    apply_contributions,
-    rating_signal,
-)
+from ranker.preferences import Contribution, DecayPolicy, SignalWeights, apply_contributions, rating_signal
 
 pytestmark = pytest.mark.integration
 
@@ -243,7 +237,7 @@ async def test_loadtest_command_reads_users_from_the_store(
 
     from click.testing import CliRunner
 
-    from llmrec.cli import cli
+    from cli.main import cli
 
     out = tmp_path / "load.json"
     args = ["loadtest", "--target", f"127.0.0.1:{api.server.port}", "-c", "2", "-n", "30"]

@@ -26,9 +26,9 @@ from grpc_api.client import RecommenderClient
 from grpc_api.errors import RemoteError, Unavailable
 from grpc_api.server import SERVICE_NAME, ApiServer
 from grpc_api.testing import genre_embeddings
+from jobs.build_index import build_index
 from llmrec.catalogue import build_catalogue
 from llmrec.data_source import SAMPLE_DIR
-from llmrec.index_build import build_index
 from llmrec.settings import ApiSettings, PostgresSettings, Settings
 from llmrec.store import migrate
 

@@ -21,9 +21,9 @@ from pydantic import SecretStr
 
 from grpc_api.server import SERVICE_NAME, ApiServer
 from grpc_api.testing import genre_embeddings
+from jobs.build_index import build_index
 from llmrec.catalogue import Catalogue, build_catalogue
 from llmrec.data_source import SAMPLE_DIR
-from llmrec.index_build import build_index
 from llmrec.settings import ApiSettings, PostgresSettings, Settings
 from llmrec.store import migrate
 from llmrec.v1 import recommender_pb2 as pb

@@ -12,6 +12,7 @@ import pytest
 from deploy import stack
 from encoder_triton.client import encode_corpus
 from grpc_api.client import RecommenderClient
+from jobs.build_index import build_index
 from llmrec.catalogue import Catalogue, load_catalogue
 from llmrec.data_source import sample_source
 from llmrec.events.lag import consumer_lag, wait_until_consumed
@@ -19,7 +20,6 @@ from llmrec.events.producer import EventProducer
 from llmrec.events.schema import RatingEvent, ReviewEvent
 from llmrec.events.topics import ensure_system_topics
 from llmrec.events.validation import AnyEvent
-from llmrec.index_build import build_index
 from llmrec.settings import Settings, TritonSettings
 from llmrec.store import migrate
 

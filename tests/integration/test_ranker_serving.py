@@ -22,16 +22,17 @@ from pydantic import SecretStr
 from grpc_api.client import RecommenderClient
 from grpc_api.server import ApiServer
 from grpc_api.testing import genre_embeddings
+from jobs.build_index import build_index
+from jobs.train_ranker import TrainSummary, train_ranker
 from llmrec.catalogue import build_catalogue
 from llmrec.data_source import SAMPLE_DIR
 from llmrec.events.schema import EventType
-from llmrec.index_build import build_index
+from llmrec.preference_state import PreferenceState
 from llmrec.settings import ApiSettings, PostgresSettings, Settings
 from llmrec.store import LedgerEntry, migrate
 from llmrec.store.postgres import PostgresStore
 from ranker.model.profiles import interaction_strengths
-from ranker.model.train_job import TrainSummary, train_ranker
-from ranker.preferences import Contribution, DecayPolicy, PreferenceState, apply_contributions
+from ranker.preferences import Contribution, DecayPolicy, apply_contributions
 
 pytestmark = pytest.mark.integration
 

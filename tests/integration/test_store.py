@@ -13,9 +13,10 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from llmrec.events.schema import EventType
+from llmrec.preference_state import PreferenceState
 from llmrec.store import LedgerEntry, migrate
 from llmrec.store.postgres import PostgresStore
-from ranker.preferences import Contribution, DecayPolicy, PreferenceState, apply_contributions
+from ranker.preferences import Contribution, DecayPolicy, apply_contributions
 
 pytestmark = pytest.mark.integration
 

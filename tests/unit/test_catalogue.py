@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from llmrec.artifacts import catalogue_path
 from llmrec.catalogue import (
     SOURCE_COOPERUNION,
     SOURCE_HERNAN,
@@ -14,7 +15,6 @@ from llmrec.catalogue import (
     Catalogue,
     Item,
     build_catalogue,
-    catalogue_path,
     clean_synopsis,
     load_catalogue,
     parse_count,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli.main import cli
 from encoder_triton.encoder import Encoder
-from llmrec.cli import cli
 from tests.tiny_encoder import copy_repository
 
 REPORT_KEYS = {

@@ -7,17 +7,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from ranker.evaluation.baselines import (
-    BPRMF,
-    EASE,
-    BPRConfig,
-    FitContext,
-    ItemKNN,
-    Popularity,
-    Recommender,
-    exclude_known,
-)
-from ranker.evaluation.factor_models import (
+from ranker.model.base import FitContext, Recommender
+from research.baselines import BPRMF, EASE, BPRConfig, ItemKNN, Popularity, exclude_known
+from research.factor_models import (
     ImplicitMF,
     LightGCN,
     LightGCNConfig,
@@ -27,8 +19,8 @@ from ranker.evaluation.factor_models import (
     VBPRConfig,
     VBPRText,
 )
-from ranker.evaluation.library_models import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
-from ranker.evaluation.sequential import BERT4Rec, SASRec, SequentialConfig
+from research.library_models import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
+from research.sequential import BERT4Rec, SASRec, SequentialConfig
 
 N_USERS, N_ITEMS = 60, 40
 

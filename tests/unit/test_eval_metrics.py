@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ranker.evaluation import metrics as m
+from research import metrics as m
 
 LOG2_3 = math.log2(3)  # discount of rank 2
 LOG2_4 = 2.0  # rank 3

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ranker.evaluation.baselines import Popularity, Recommender
-from ranker.evaluation.datasets import InteractionData
-from ranker.evaluation.evaluate import evaluate_model, ranked_lists, run_eval, select_on_validation
-from ranker.evaluation.splits import PROTOCOL_RANDOM, PROTOCOL_TEMPORAL, Part, random_split
+from ranker.interactions import InteractionData
+from ranker.model.base import Recommender
+from research.baselines import Popularity
+from research.evaluate import evaluate_model, ranked_lists, run_eval, select_on_validation
+from research.splits import PROTOCOL_RANDOM, PROTOCOL_TEMPORAL, Part, random_split
 
 
 def toy(n_users: int = 20, n_items: int = 30, seed: int = 0, times: bool = False) -> InteractionData:
@@ -104,7 +105,7 @@ def test_run_eval_writes_json_and_markdown(tmp_path: Path) -> None:
 
 
 def test_run_eval_merges_into_existing_records(tmp_path: Path) -> None:
-    from ranker.evaluation.baselines import ItemKNN
+    from research.baselines import ItemKNN
 
     out = tmp_path / "eval.json"
     data = {"toy": toy()}
@@ -144,7 +145,7 @@ class FoldInOracle(Oracle):
 
 
 def test_cold_protocol_scores_held_out_users_by_fold_in() -> None:
-    from ranker.evaluation.splits import PROTOCOL_COLD, make_split
+    from research.splits import PROTOCOL_COLD, make_split
 
     data = toy(n_users=30, times=True)
     split = make_split(data, PROTOCOL_COLD, 4)
@@ -156,8 +157,8 @@ def test_cold_protocol_scores_held_out_users_by_fold_in() -> None:
 
 
 def test_tune_model_searches_the_space_and_starts_from_defaults() -> None:
-    from ranker.evaluation.baselines import EASE
-    from ranker.evaluation.tuning import ParamSpec, tune_model
+    from research.baselines import EASE
+    from research.tuning import ParamSpec, tune_model
 
     split = random_split(toy(), 3)
     seen: list[float] = []
@@ -180,7 +181,7 @@ def test_tune_model_searches_the_space_and_starts_from_defaults() -> None:
 
 
 def test_tuned_params_file_merges(tmp_path: Path) -> None:
-    from ranker.evaluation.tuning import TuneResult, load_tuned, save_tuned, tuned_params
+    from research.tuning import TuneResult, load_tuned, save_tuned, tuned_params
 
     path = tmp_path / "tuned.json"
     save_tuned(path, {"n_trials": 3}, {"d1": {"ease": TuneResult({"reg": 5.0}, 0.3)}})
@@ -192,7 +193,7 @@ def test_tuned_params_file_merges(tmp_path: Path) -> None:
 
 
 def test_inference_time_curve_grows_the_data() -> None:
-    from ranker.evaluation.scaling import inference_time_curve
+    from research.scaling import inference_time_curve
 
     points = inference_time_curve(lambda seed: Popularity(), toy(n_users=40), (0.5, 1.0), scored_users=8)
     assert [p.share for p in points] == [0.5, 1.0]
@@ -202,7 +203,7 @@ def test_inference_time_curve_grows_the_data() -> None:
 
 
 def test_registry_names_match_models_and_defaults_sit_in_their_spaces() -> None:
-    from ranker.evaluation.registry import BASELINES, MODEL_SPECS
+    from research.registry import BASELINES, MODEL_SPECS
 
     assert BASELINES == (
         "pop", "itemknn", "ease", "mf", "bpr", "ncf", "lightgcn", "vbpr_text", "sasrec", "bert4rec",
@@ -242,7 +243,7 @@ class HistoryReader(Recommender):
 
 
 def test_history_readers_are_tested_on_train_and_validation_items_in_time_order() -> None:
-    from ranker.evaluation.splits import temporal_split
+    from research.splits import temporal_split
 
     data = toy(times=True)
     split = temporal_split(data)
@@ -260,7 +261,7 @@ def test_history_readers_are_tested_on_train_and_validation_items_in_time_order(
 
 
 def test_ablations_take_llmrecs_tuned_params_and_llmrec_borrows_the_ease_reg() -> None:
-    from ranker.evaluation.registry import resolved_params
+    from research.registry import resolved_params
 
     tuned = {
         "datasets": {
@@ -282,7 +283,7 @@ def test_ablations_take_llmrecs_tuned_params_and_llmrec_borrows_the_ease_reg() -
 
 
 def test_sequential_models_tune_on_the_temporal_protocol() -> None:
-    from ranker.evaluation.registry import MODEL_SPECS
+    from research.registry import MODEL_SPECS
 
     assert {n for n, s in MODEL_SPECS.items() if s.tune_protocol == PROTOCOL_TEMPORAL} == {
         "sasrec",

@@ -1,4 +1,4 @@
-"""llmrec.index_build: catalogue -> embeddings -> published index + catalogue, with a fake encoder."""
+"""jobs.build_index: catalogue -> embeddings -> published index + catalogue, with a fake encoder."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llmrec.catalogue import CATALOGUE_FILE, Catalogue, Item
-from llmrec.index_build import build_index, choose_kind, embed_texts, load_artifacts
+from jobs.build_index import build_index, choose_kind, embed_texts
+from llmrec.artifacts import CATALOGUE_FILE, load_item_vectors
+from llmrec.catalogue import Catalogue, Item
 from llmrec.settings import Settings
-from ranker.retrieval import load_item_vectors
+from ranker.retrieval import load_artifacts
 
 CATALOGUE = Catalogue.from_items(
     Item(item_id=i * 10, title=f"Show {i}", genres=("Drama",) if i % 2 else ("Comedy",), synopsis=f"plot {i}")

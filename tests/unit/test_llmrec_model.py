@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ranker.evaluation.baselines import EASE
+from llmrec.preference_state import PreferenceState
 from ranker.model.features import (
     COLLAB,
     COLLAB_PREF,
@@ -32,12 +32,12 @@ from ranker.model.training import TrainingConfig, hold_back, sample_negatives
 from ranker.preferences import (
     Contribution,
     DecayPolicy,
-    PreferenceState,
     SignalWeights,
     apply_contributions,
     rating_signal,
     user_vector,
 )
+from research.baselines import EASE
 
 DAY = 24 * 3600.0
 
@@ -207,7 +207,7 @@ def test_load_current_is_none_without_a_trained_ranker(tmp_path: Path) -> None:
 
 
 def test_registry_lists_the_model_and_its_ablations() -> None:
-    from ranker.evaluation.registry import BASELINES, MODEL_SPECS
+    from research.registry import BASELINES, MODEL_SPECS
 
     for name in ("llmrec", "llmrec-no-pref", "llmrec-no-lm", "llmrec-no-fusion"):
         assert name in MODEL_SPECS and name not in BASELINES

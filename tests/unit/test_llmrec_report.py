@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ranker.model.report import gains, overview_lines
+from research.llmrec_report import gains, overview_lines
 
 
 def record(dataset: str, model: str, seed: int, ndcg: float, mrr: float) -> dict[str, Any]:

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmrec.events.schema import RatingEvent, ReviewEvent, WatchEvent, WatchStatus
+from llmrec.preference_state import PreferenceState
 from ranker.preferences import (
     Contribution,
     DecayPolicy,
-    PreferenceState,
     SignalWeights,
     apply_contributions,
     event_strength,

@@ -14,9 +14,10 @@ import pytest
 
 from encoder_triton.client import EncodeResult, EncoderRejected, EncoderUnavailable
 from llmrec.events.schema import EventType
+from llmrec.preference_state import PreferenceState
 from llmrec.settings import KafkaSettings, PreferenceSettings
 from llmrec.store.interface import ApplyResult, LedgerEntry, ProfileUpdater, StoreUnavailable
-from ranker.preferences import DecayPolicy, PreferenceState, SignalWeights
+from ranker.preferences import DecayPolicy, SignalWeights
 from stream.deadletter import DeadLetter, SinkUnavailable
 from stream.item_vectors import ArrayItemVectors, ItemVectors
 from stream.processing import (

@@ -37,11 +37,11 @@ from llmrec.events.schema import (
     WatchStatus,
 )
 from llmrec.events.validation import AnyEvent, InvalidEvent, RejectReason, encode_event, parse_event
+from llmrec.preference_state import PreferenceState
 from llmrec.settings import KafkaSettings
 from ranker.preferences import (
     Contribution,
     DecayPolicy,
-    PreferenceState,
     SignalWeights,
     apply_contributions,
     event_strength,

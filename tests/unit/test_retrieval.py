@@ -11,18 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ranker.retrieval import (
+from llmrec.artifacts import (
     EMBEDDINGS_FILE,
     IDS_FILE,
     INDEX_FILE,
-    INLINE_SEARCH_VECTORS,
     META_FILE,
     IndexFormatError,
-    ItemIndex,
     load_item_vectors,
-    normalise_rows,
     publish_dir,
 )
+from ranker.retrieval import INLINE_SEARCH_VECTORS, ItemIndex, normalise_rows
 
 
 def random_unit(n: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -11,9 +11,9 @@ from grpc_api.errors import InvalidRequest, NotFound, Unavailable
 from grpc_api.service import RecommendationService, ServiceConfig, Snapshot
 from grpc_api.testing import InMemoryProfiles, Interaction, genre_embeddings
 from llmrec.catalogue import Item
+from llmrec.preference_state import PreferenceState
 from llmrec.store.interface import StoredProfile
 from ranker.fusion import PROFILE_REASON
-from ranker.preferences import PreferenceState
 from ranker.retrieval import ItemIndex
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)

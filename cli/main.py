@@ -121,7 +121,7 @@ def replay(ctx: click.Context, limit: int | None, source: str) -> None:
 @click.pass_context
 def build_index(ctx: click.Context) -> None:
     """Embed the item catalogue through Triton and write the FAISS index to the artifacts folder."""
-    from llmrec.index_build import build_index_from_settings
+    from jobs.build_index import build_index_from_settings
 
     summary = build_index_from_settings(_settings(ctx), progress=True)
     click.echo(str(summary))
@@ -137,8 +137,8 @@ def recommend(
     ctx: click.Context, user_id: str, k: int, genres: tuple[str, ...], exclude: tuple[str, ...]
 ) -> None:
     """Ask the running API for a user's recommendations."""
+    from cli.render import recommendations_table
     from grpc_api.client import RecommenderClient
-    from llmrec.render import recommendations_table
 
     with RecommenderClient(_settings(ctx).api.target) as client:
         answer = client.recommend(user_id, k=k, include_genres=list(genres), exclude_genres=list(exclude))
@@ -151,8 +151,8 @@ def recommend(
 @click.pass_context
 def similar(ctx: click.Context, item_id: int, k: int) -> None:
     """Ask the running API for items similar to one item."""
+    from cli.render import similar_table
     from grpc_api.client import RecommenderClient
-    from llmrec.render import similar_table
 
     with RecommenderClient(_settings(ctx).api.target) as client:
         answer = client.similar_items(item_id, k=k)
@@ -164,8 +164,8 @@ def similar(ctx: click.Context, item_id: int, k: int) -> None:
 @click.pass_context
 def profile(ctx: click.Context, user_id: str) -> None:
     """Ask the running API what it knows about a user."""
+    from cli.render import profile_table
     from grpc_api.client import RecommenderClient
-    from llmrec.render import profile_table
 
     with RecommenderClient(_settings(ctx).api.target) as client:
         answer = client.user_profile(user_id)
@@ -309,7 +309,7 @@ def evaluate(
 ) -> None:
     """Train and evaluate the baselines on real data; merges into reports/eval.json (same dataset, protocol,
     model and seed replaced, others kept) and rebuilds reports/eval.md."""
-    from ranker.evaluation import runner
+    from research import runner
 
     settings = _settings(ctx)
     loaded = runner.load_datasets(datasets or _EVAL_DATASETS, settings.data_dir)
@@ -339,7 +339,7 @@ def tune_command(
 ) -> None:
     """Tune every baseline with the same budget on protocol (a)'s validation part (seed 42, NDCG@10);
     merges into reports/tuned_params.json, which `llmrec eval` reads."""
-    from ranker.evaluation import runner
+    from research import runner
 
     settings = _settings(ctx)
     loaded = runner.load_datasets(datasets or _EVAL_DATASETS, settings.data_dir)
@@ -357,10 +357,10 @@ def train_ranker_command(ctx: click.Context, tuned: Path, seed: int) -> None:
     """Train the llmrec ranker on the MAL Completed lists (full data when present, else the shipped sample)
     with the item index's vectors; saves artifacts/ranker/<version>/ and points CURRENT at it. The API
     loads CURRENT at start-up."""
+    from jobs.train_ranker import train_ranker
     from llmrec.data_source import data_source_at, resolve_data_source
-    from ranker.evaluation.registry import resolved_params
-    from ranker.evaluation.tuning import load_tuned
-    from ranker.model.train_job import train_ranker
+    from research.registry import resolved_params
+    from research.tuning import load_tuned
 
     settings = _settings(ctx)
     source = data_source_at(resolve_data_source(settings).path)  # names the shipped sample as such
@@ -390,9 +390,9 @@ def eval_report_command(
 ) -> None:
     """The llmrec model's report (Tables 3, 4, 9, 10, static vs dynamic profiles, t-SNE, inference time,
     case studies): reports/llmrec_model.{md,json} + PNGs. Needs the full data in LLMREC_DATA_DIR."""
-    from ranker.evaluation.registry import resolved_params
-    from ranker.evaluation.tuning import load_tuned, tuned_params
     from ranker.model import report as llmrec_report
+    from research.registry import resolved_params
+    from research.tuning import load_tuned, tuned_params
 
     settings = _settings(ctx)
     stored = load_tuned(tuned)
@@ -524,7 +524,7 @@ def encoder_report_command(run_dirs: tuple[Path, ...], bench_json: Path, out: Pa
 @click.pass_context
 def demo(ctx: click.Context, keep_running: bool) -> None:
     """Bring the stack up, stream real events through it, show recommendations, shut it down."""
-    from llmrec.demo import run_demo
+    from cli.demo import run_demo
 
     sys.exit(run_demo(_settings(ctx), keep_running=keep_running))
 

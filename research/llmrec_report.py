@@ -30,24 +30,25 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from ranker.evaluation.baselines import FitContext, Recommender
-from ranker.evaluation.datasets import MAL_COMPLETED, MOVIELENS, InteractionData, load_dataset
-from ranker.evaluation.evaluate import ModelFactory, evaluate_model
-from ranker.evaluation.scaling import inference_time_curve
-from ranker.evaluation.splits import PROTOCOL_RANDOM, Part, Split, random_split, temporal_split
+from ranker.interactions import InteractionData
+from ranker.model.base import FitContext, Recommender
 from ranker.model.features import FEATURES, universe_features
 from ranker.model.network import Fusion
 from ranker.model.profiles import ProfileKind, history_weights, preference_vectors
 from ranker.model.recommender import LLMRec, variant
-from ranker.model.registry import DEFAULTS
 from ranker.model.side_info import SideInformation, side_from_context, side_information
+from research.datasets import MAL_COMPLETED, MOVIELENS, load_dataset
+from research.evaluate import ModelFactory, evaluate_model
+from research.llmrec_specs import DEFAULTS
+from research.scaling import inference_time_curve
+from research.splits import PROTOCOL_RANDOM, Part, Split, random_split, temporal_split
 
 FloatMatrix = npt.NDArray[np.float32]
 KS = (5, 10, 20)
 HEADLINE = ("ndcg@10", "mrr", "precision@10", "recall@10", "hit@10", "map@10", "coverage@10", "long_tail@10")
 PAPER_MODELS = ("mf", "ncf", "bert4rec", "lightgcn", "bpr", "vbpr_text", "llmrec")
 ABLATIONS = ("llmrec", "llmrec-no-pref", "llmrec-no-lm", "llmrec-no-fusion")
-# Our baseline -> the same model from an established library (``ranker.evaluation.library_models``).
+# Our baseline -> the same model from an established library (``research.library_models``).
 LIBRARY_PAIRS = {"bpr": "implicit-bpr", "mf": "implicit-als"}
 
 
@@ -516,7 +517,7 @@ def write_markdown(report: Mapping[str, Any], records: Sequence[Mapping[str, Any
         "## Our baselines against a library's (protocol (a), test)",
         "",
         "The same models from the `implicit` library, tuned with the same budget and evaluated by the same",
-        "harness (`ranker/evaluation/library_models.py`): a check that our implementations are not weak.",
+        "harness (`research/library_models.py`): a check that our implementations are not weak.",
         "",
         *library_lines(records),
         "",
@@ -591,10 +592,10 @@ def run_report(
     """Everything in one process so the EASE fits and stacking features are shared (``memo``); the
     report is rewritten after every stage, so an interrupted run keeps what it finished."""
     from llmrec.catalogue import build_catalogue
-    from ranker.evaluation.item_text import item_text_features
-    from ranker.evaluation.registry import MODEL_SPECS, resolved_params
-    from ranker.evaluation.runner import eval_models, single_thread_torch
-    from ranker.evaluation.tuning import load_tuned
+    from research.item_text import item_text_features
+    from research.registry import MODEL_SPECS, resolved_params
+    from research.runner import eval_models, single_thread_torch
+    from research.tuning import load_tuned
 
     single_thread_torch()
     params = {**DEFAULTS, **(tuned or {})}
@@ -620,7 +621,7 @@ def run_report(
 
     # Tables 4, 9, 10: llmrec and its ablations through the harness, merged into eval.json.
     if eval_seeds:
-        from ranker.evaluation.evaluate import run_eval
+        from research.evaluate import run_eval
 
         models = eval_models(
             list(ABLATIONS), tuned_path or Path("reports/tuned_params.json"), {MAL_COMPLETED: features}

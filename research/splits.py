@@ -31,7 +31,7 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from ranker.evaluation.datasets import IntArray, InteractionData
+from ranker.interactions import IntArray, InteractionData
 
 PROTOCOL_RANDOM = "user_random_80_10_10"
 PROTOCOL_TEMPORAL = "temporal_leave_last_out"

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ranker.evaluation.baselines import Recommender
-from ranker.evaluation.evaluate import evaluate_model, fit_on_split
-from ranker.evaluation.splits import Part, Split
+from ranker.model.base import Recommender
+from research.evaluate import evaluate_model, fit_on_split
+from research.splits import Part, Split
 
 Params = dict[str, Any]
 FactoryFromParams = Callable[[Mapping[str, Any], int], Recommender]  # (params, seed) -> unfitted model

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from rich.console import Console
 
+from cli.render import changed_recommendations_table, profile_table, recommendations_table, similar_table
 from deploy import stack
 from grpc_api.client import RecommenderClient
 from grpc_api.models import Recommendations
@@ -26,10 +27,9 @@ from llmrec.events.lag import wait_until_consumed
 from llmrec.events.producer import EventProducer
 from llmrec.events.publishing import replay
 from llmrec.events.schema import RatingEvent, ReviewEvent
-from llmrec.index_build import load_artifacts
 from llmrec.logs import get_logger
-from llmrec.render import changed_recommendations_table, profile_table, recommendations_table, similar_table
 from llmrec.settings import Settings
+from ranker.retrieval import load_artifacts
 
 log = get_logger(__name__)
 console = Console()
@@ -129,12 +129,12 @@ def _show_change(settings: Settings, client: RecommenderClient, user_id: str, ca
 
 def _ensure_ranker(settings: Settings) -> None:
     """Train and save the llmrec ranker unless a version is already current (the item index must exist)."""
+    from jobs.train_ranker import train_ranker
     from llmrec.data_source import resolve_data_source
     from llmrec.settings import REPO_ROOT
-    from ranker.evaluation.registry import resolved_params
-    from ranker.evaluation.tuning import load_tuned
     from ranker.model.serving import current_version
-    from ranker.model.train_job import train_ranker
+    from research.registry import resolved_params
+    from research.tuning import load_tuned
 
     version = current_version(settings.ranker_dir)
     if version is not None:

@@ -13,11 +13,12 @@ from typing import Any
 from tqdm import tqdm
 
 from llmrec.logs import get_logger
-from ranker.evaluation.datasets import InteractionData, load_dataset
-from ranker.evaluation.evaluate import EvalRecord, Features, ModelFactory, run_eval
-from ranker.evaluation.registry import BASELINES, MODEL_SPECS, applicable, borrowed_params, resolved_params
-from ranker.evaluation.splits import PROTOCOL_ALIASES, PROTOCOL_RANDOM, make_split
-from ranker.evaluation.tuning import TuneResult, load_tuned, save_tuned, tune_model
+from ranker.interactions import InteractionData
+from research.datasets import load_dataset
+from research.evaluate import EvalRecord, Features, ModelFactory, run_eval
+from research.registry import BASELINES, MODEL_SPECS, applicable, borrowed_params, resolved_params
+from research.splits import PROTOCOL_ALIASES, PROTOCOL_RANDOM, make_split
+from research.tuning import TuneResult, load_tuned, save_tuned, tune_model
 
 log = get_logger(__name__)
 
@@ -46,7 +47,7 @@ def text_features(
 ) -> dict[str, Features]:
     """Item text features per data set, for the models that use them; a set whose features cannot be
     built (no index, no encoder) is left out and those models are skipped on it, with a warning."""
-    from ranker.evaluation.item_text import item_text_features
+    from research.item_text import item_text_features
 
     out: dict[str, Features] = {}
     for name, data in datasets.items():

@@ -21,10 +21,11 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from llmrec.catalogue import Catalogue, catalogue_path
+from llmrec.artifacts import catalogue_path, publish_dir
+from llmrec.catalogue import Catalogue
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
-from ranker.retrieval import INDEX_KINDS, META_FILE, IndexKind, ItemIndex, publish_dir
+from ranker.retrieval import INDEX_KINDS, IndexKind, ItemIndex
 
 log = get_logger(__name__)
 
@@ -127,22 +128,6 @@ def build_index(
         seconds=round(summary.seconds, 1),
     )
     return summary
-
-
-def index_exists(index_dir: Path) -> bool:
-    """True when a complete index (vectors and catalogue) is published at ``index_dir``."""
-    folder = index_dir.resolve()
-    return (folder / META_FILE).is_file() and catalogue_path(folder).is_file()
-
-
-def load_artifacts(index_dir: Path) -> tuple[ItemIndex, Catalogue]:
-    """The index and its catalogue from one published folder (resolved once: both from one version)."""
-    folder = index_dir.resolve()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"no index at {index_dir}; run `llmrec build-index`")
-    index = ItemIndex.load(folder)
-    catalogue = Catalogue.load(catalogue_path(folder))
-    return index, catalogue
 
 
 def build_index_from_settings(settings: Settings, progress: bool = True) -> IndexSummary:

@@ -16,12 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from llmrec.artifacts import align_rows, load_item_vectors
 from llmrec.logs import get_logger
-from ranker.evaluation.datasets import LOADERS, MAL_COMPLETED, InteractionData, k_core
+from ranker.interactions import InteractionData, k_core
 from ranker.model.recommender import LLMRec, variant
-from ranker.model.registry import DEFAULTS
 from ranker.model.serving import save_ranker
 from ranker.model.side_info import side_information
+from research.datasets import LOADERS, MAL_COMPLETED
+from research.llmrec_specs import DEFAULTS
 
 log = get_logger(__name__)
 
@@ -61,11 +63,9 @@ def train_ranker(
     progress: bool = True,
 ) -> TrainSummary:
     started = time.perf_counter()
-    ids = np.load(index_dir / "item_ids.npy", allow_pickle=False).astype(np.int64)
-    vectors = np.load(index_dir / "embeddings.npy", allow_pickle=False).astype(np.float32)
+    ids, vectors = load_item_vectors(index_dir)
     data = indexed_only(LOADERS[dataset](data_dir), set(ids.tolist()), core)
-    position = {int(i): r for r, i in enumerate(ids.tolist())}
-    item_vectors = vectors[[position[i] for i in data.item_ids]]
+    item_vectors = align_rows(data.item_ids, ids, vectors)
     merged = {**DEFAULTS, **(params or {})}
     model = LLMRec(
         side_information(data, item_vectors, str(index_dir)),

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ranker.evaluation.datasets import InteractionData
-from ranker.evaluation.evaluate import Features, ModelFactory, fit_on_split
-from ranker.evaluation.splits import random_split
+from ranker.interactions import InteractionData
+from research.evaluate import Features, ModelFactory, fit_on_split
+from research.splits import random_split
 
 
 @dataclass(frozen=True)

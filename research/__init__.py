@@ -8,32 +8,16 @@ optuna and are imported by name, not from here.
 
 To tune and evaluate another model (e.g. llmrec) with the same budget and protocols::
 
-    from ranker.evaluation.tuning import tune_model, ParamSpec
+    from research.tuning import tune_model, ParamSpec
     result = tune_model(build, space, random_split(data, 42), n_trials, defaults=defaults)
     run_eval(datasets, {"llmrec": lambda seed: build(result.params, seed)}, seeds, Path("reports/eval.json"))
 """
 
-from ranker.evaluation.baselines import (
-    BPRMF,
-    EASE,
-    BPRConfig,
-    FitContext,
-    ItemKNN,
-    Popularity,
-    Recommender,
-    exclude_known,
-)
-from ranker.evaluation.datasets import (
-    LOADERS,
-    MAL_COMPLETED,
-    MAL_RATING23,
-    MOVIELENS,
-    DatasetStats,
-    InteractionData,
-    k_core,
-    load_dataset,
-)
-from ranker.evaluation.evaluate import (
+from ranker.interactions import DatasetStats, InteractionData, k_core
+from ranker.model.base import FitContext, Recommender
+from research.baselines import BPRMF, EASE, BPRConfig, ItemKNN, Popularity, exclude_known
+from research.datasets import LOADERS, MAL_COMPLETED, MAL_RATING23, MOVIELENS, load_dataset
+from research.evaluate import (
     DEFAULT_KS,
     DEFAULT_MODELS,
     EvalRecord,
@@ -43,7 +27,7 @@ from ranker.evaluation.evaluate import (
     run_eval,
     select_on_validation,
 )
-from ranker.evaluation.splits import (
+from research.splits import (
     PROTOCOL_COLD,
     PROTOCOL_ITEM_STRATIFIED,
     PROTOCOL_RANDOM,

@@ -10,10 +10,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ranker.evaluation.baselines import BPRMF, EASE, BPRConfig, ItemKNN, Popularity, Recommender
-from ranker.evaluation.datasets import InteractionData
-from ranker.evaluation.evaluate import ModelFactory
-from ranker.evaluation.factor_models import (
+from ranker.interactions import InteractionData
+from ranker.model.base import Recommender
+from research.baselines import BPRMF, EASE, BPRConfig, ItemKNN, Popularity
+from research.evaluate import ModelFactory
+from research.factor_models import (
     ImplicitMF,
     LightGCN,
     LightGCNConfig,
@@ -23,10 +24,10 @@ from ranker.evaluation.factor_models import (
     VBPRConfig,
     VBPRText,
 )
-from ranker.evaluation.library_models import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
-from ranker.evaluation.sequential import BERT4Rec, SASRec, SequentialConfig
-from ranker.evaluation.splits import PROTOCOL_RANDOM, PROTOCOL_TEMPORAL
-from ranker.evaluation.tuning import Params, ParamSpec, SearchSpace, tuned_params
+from research.library_models import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
+from research.sequential import BERT4Rec, SASRec, SequentialConfig
+from research.splits import PROTOCOL_RANDOM, PROTOCOL_TEMPORAL
+from research.tuning import Params, ParamSpec, SearchSpace, tuned_params
 
 P = ParamSpec
 
@@ -175,8 +176,8 @@ MODEL_SPECS.update(LIBRARY_MODELS)
 
 
 def _register_llmrec() -> None:
-    """Our model and its ablations (``ranker.model.registry``): in the table, but not in ``BASELINES``."""
-    from ranker.model.registry import model_specs
+    """Our model and its ablations (``research.llmrec_specs``): in the table, but not in ``BASELINES``."""
+    from research.llmrec_specs import model_specs
 
     MODEL_SPECS.update(model_specs())
 

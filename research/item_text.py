@@ -1,8 +1,8 @@
 """Item text features for ``vbpr_text`` (and any model that wants them): one row per dataset item.
 
-- MAL sets: the item index's embeddings (``artifacts/index/embeddings.npy``, rows keyed by MAL anime id in
-  ``item_ids.npy``: the encoder's embedding of each title's synopsis and metadata), looked up by the
-  dataset's raw item ids. Items missing from the index get a zero row (and say so in the log).
+- MAL sets: the item index's embeddings (``llmrec.artifacts.load_item_vectors``: the encoder's embedding of
+  each title's synopsis and metadata), looked up by the dataset's raw item ids. Items missing from the
+  index get a zero row (and say so in the log).
 - MovieLens: "title. genres" from ``movies.csv`` encoded in-process by the project's encoder
   (``encoder_triton.encoder.Encoder``, the offline MiniLM by default), cached as ``.npy`` next to the index
   so later runs skip the encoding.
@@ -16,22 +16,13 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from llmrec.artifacts import align_rows, load_item_vectors
 from llmrec.logs import get_logger
-from ranker.evaluation.datasets import MOVIELENS, InteractionData
+from ranker.interactions import InteractionData
+from research.datasets import MOVIELENS
 
 log = get_logger(__name__)
 Features = npt.NDArray[np.float32]
-
-
-def lookup_features(item_ids: tuple[int, ...], ids: npt.NDArray[np.int64], vectors: Features) -> Features:
-    """Rows of ``vectors`` (keyed by ``ids``) in the order of ``item_ids``; zero rows for unknown ids."""
-    position = {int(i): r for r, i in enumerate(ids.tolist())}
-    out = np.zeros((len(item_ids), vectors.shape[1]), dtype=np.float32)
-    rows = [(k, position[i]) for k, i in enumerate(item_ids) if i in position]
-    if rows:
-        mine, theirs = (np.array(x, dtype=np.int64) for x in zip(*rows, strict=True))
-        out[mine] = vectors[theirs]
-    return out
 
 
 def _movielens_texts(data_dir: Path) -> dict[int, str]:
@@ -60,9 +51,8 @@ def item_text_features(data: InteractionData, data_dir: Path, index_dir: Path) -
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, ids=ids, vectors=vectors)
     else:
-        ids = np.load(index_dir / "item_ids.npy")
-        vectors = np.load(index_dir / "embeddings.npy").astype(np.float32)
-    out = lookup_features(data.item_ids, ids, vectors)
+        ids, vectors = load_item_vectors(index_dir)
+    out = align_rows(data.item_ids, ids, vectors, missing="zero")
     missing = int((np.abs(out).sum(axis=1) == 0).sum())
     log.info("item text features", extra={"dataset": data.name, "items": data.n_items, "missing": missing})
     return out

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from ranker.evaluation.baselines import Matrix, Recommender, ridge_fold_in
-from ranker.evaluation.datasets import IntArray
+from ranker.interactions import IntArray
+from ranker.model.base import Recommender
+from research.baselines import Matrix, ridge_fold_in
 
 
 @dataclass(frozen=True)

@@ -1,42 +1,18 @@
-"""Implicit-feedback interaction data for offline evaluation, built from the real data sets.
-
-Every (user, item) pair a user interacted with is one implicit positive, whatever its rating: a completed or
-watched title is evidence of interest, and all three sources are dominated by positive ratings anyway. The
-rating and timestamp ride along as side columns (NaN when the source has none) so that a split can order by
-time and a later study can weight by rating.
-
-Loaders (the only I/O in ``ranker.evaluation`` besides the report writer):
-- ``load_mal_completed``: Matthew1906's Completed lists, read through ``llmrec.datasets.read_watchlists``
-  (titles mapped to anime_id by the same ``TitleIndex`` the replay uses). Its event times are synthetic
-  hashes, not observations, so timestamps are left NaN here.
-- ``load_mal_rating23``: CooperUnion's ``rating_23.csv`` (no header, CRLF, ``user_id,anime_id,rating``;
-  -1 = watched, not rated -> rating NaN, still a positive).
-- ``load_movielens``: MovieLens latest-small ``ratings.csv`` with Unix timestamps.
-
-Matrices are dense NumPy arrays: the largest set here is about 1,400 users x 10,000 items (55 MB in float32),
-which keeps the code free of a sparse-matrix dependency.
+"""Interaction data as the models see it: one row per unique (user, item) pair, dense indices into the raw
+ids, with ratings and timestamps as side columns. The data-set loaders that build it live in
+``research.datasets``; the served model's training job builds it too.
 """
 
 from __future__ import annotations
 
-import csv
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
-
-MAL_COMPLETED = "mal-completed"
-MAL_RATING23 = "mal-rating23"
-MOVIELENS = "movielens-small"
-
-_COOPERUNION_DIR = "mal-cooperunion-anime-recommendations"
-_MOVIELENS_DIR = "movielens-latest-small"
 
 
 @dataclass(frozen=True)
@@ -73,6 +49,8 @@ class InteractionData:
     items: IntArray
     ratings: FloatArray  # NaN = no explicit rating
     timestamps: FloatArray  # Unix seconds; NaN = unknown
+    # Multiplier that puts ``ratings`` on the 1..10 scale the preference math expects (MovieLens: 2).
+    rating_scale: float = 1.0
 
     @property
     def n_users(self) -> int:
@@ -121,6 +99,8 @@ class InteractionData:
         items: Sequence[int],
         ratings: Sequence[float] | None = None,
         timestamps: Sequence[float] | None = None,
+        *,
+        rating_scale: float = 1.0,
     ) -> InteractionData:
         """Index raw records. Repeated (user, item) pairs keep their first occurrence (the sources have
         almost none; a pair is one positive however often it was logged). Ids are indexed in sorted order so
@@ -139,7 +119,9 @@ class InteractionData:
         # First occurrence of each (user, item) pair, kept in input order.
         _, first = np.unique(u * max(len(item_ids), 1) + it, return_index=True)
         keep = np.sort(first)
-        return cls(name, user_ids, item_ids, u[keep], it[keep], rating_arr[keep], time_arr[keep])
+        return cls(
+            name, user_ids, item_ids, u[keep], it[keep], rating_arr[keep], time_arr[keep], rating_scale
+        )
 
     def subset(self, rows: IntArray) -> InteractionData:
         """The given interaction rows, re-indexed compactly (ids that lose every row are dropped)."""
@@ -157,6 +139,7 @@ class InteractionData:
             items=item_map[self.items[rows]],
             ratings=self.ratings[rows],
             timestamps=self.timestamps[rows],
+            rating_scale=self.rating_scale,
         )
 
 
@@ -175,77 +158,3 @@ def k_core(data: InteractionData, k: int = 5) -> InteractionData:
 
 
 # --- loaders ---
-
-
-def load_mal_completed(data_dir: Path) -> InteractionData:
-    # Imported here so that the metrics, splits and baselines stay importable without the llmrec readers.
-    from llmrec.catalogue import build_catalogue
-    from llmrec.datasets import ReplaySummary, TitleIndex, read_watchlists
-    from llmrec.events.schema import RatingEvent, WatchEvent
-
-    catalogue = build_catalogue(data_dir)
-    titles = TitleIndex.from_data(data_dir, catalogue)
-    pairs: dict[tuple[str, int], float] = {}
-    for event in read_watchlists(data_dir, catalogue, titles, ReplaySummary()):
-        key = (event.user_id, event.item_id)
-        if isinstance(event, WatchEvent):
-            pairs.setdefault(key, math.nan)
-        elif isinstance(event, RatingEvent):
-            pairs[key] = float(event.rating)
-    users = [u for u, _ in pairs]
-    items = [i for _, i in pairs]
-    return InteractionData.from_records(MAL_COMPLETED, users, items, list(pairs.values()))
-
-
-def load_mal_rating23(data_dir: Path) -> InteractionData:
-    from llmrec.data_source import find_data_file, open_data_file
-
-    path = find_data_file(data_dir / _COOPERUNION_DIR, "rating_23.csv")
-    if path is None:
-        raise FileNotFoundError(f"rating_23.csv not found under {data_dir / _COOPERUNION_DIR}")
-    users: list[str] = []
-    items: list[int] = []
-    ratings: list[float] = []
-    with open_data_file(path) as handle:  # newline="" lets csv take the CRLF line ends
-        for row in csv.reader(handle):
-            if len(row) != 3:
-                continue
-            user, item, rating = row
-            # "cu:" keeps these numeric ids apart from the "mal:<name>" users of the other MAL set.
-            users.append(f"cu:{int(user)}")
-            items.append(int(item))
-            value = float(rating)
-            ratings.append(math.nan if value < 0 else value)  # -1 = watched, not rated
-    return InteractionData.from_records(MAL_RATING23, users, items, ratings)
-
-
-def load_movielens(data_dir: Path) -> InteractionData:
-    path = data_dir / _MOVIELENS_DIR / "ratings.csv"
-    users: list[str] = []
-    items: list[int] = []
-    ratings: list[float] = []
-    times: list[float] = []
-    with path.open(encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            users.append(f"ml:{int(row['userId'])}")
-            items.append(int(row["movieId"]))
-            ratings.append(float(row["rating"]))
-            times.append(float(row["timestamp"]))
-    return InteractionData.from_records(MOVIELENS, users, items, ratings, times)
-
-
-LOADERS: dict[str, Callable[[Path], InteractionData]] = {
-    MAL_COMPLETED: load_mal_completed,
-    MAL_RATING23: load_mal_rating23,
-    MOVIELENS: load_movielens,
-}
-
-
-def load_dataset(name: str, data_dir: Path, *, core: int = 5) -> InteractionData:
-    """A named data set (``LOADERS``), ``core``-core filtered (``core=0`` or 1 keeps everything)."""
-    try:
-        loader = LOADERS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(LOADERS)}") from None
-    data = loader(data_dir)
-    return k_core(data, core) if core > 1 else data

@@ -1,5 +1,5 @@
 """The llmrec model and its ablations as entries of the evaluation harness's model table
-(``ranker.evaluation.registry.MODEL_SPECS``), so ``llmrec tune`` and ``llmrec eval --models llmrec,...``
+(``research.registry.MODEL_SPECS``), so ``llmrec tune`` and ``llmrec eval --models llmrec,...``
 build, tune and evaluate them exactly like the baselines (same TPE budget, validation part only).
 
 Parameters are flat: top-level ``LLMRecConfig`` fields, and ``training.<field>`` for ``TrainingConfig``.
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ranker.evaluation.baselines import Recommender
-from ranker.evaluation.tuning import ParamSpec, SearchSpace
+from ranker.model.base import Recommender
 from ranker.model.recommender import VARIANTS, LLMRec, variant
+from research.tuning import ParamSpec, SearchSpace
 
 P = ParamSpec
 
@@ -59,7 +59,7 @@ def builder(name: str) -> Callable[[Mapping[str, Any], int], Recommender]:
 
 def model_specs() -> dict[str, Any]:
     """``ModelSpec`` per variant name (imported lazily: the harness registry imports this module)."""
-    from ranker.evaluation.registry import ModelSpec
+    from research.registry import ModelSpec
 
     # The ablations are not tuned on their own: each takes llmrec's tuned parameters (the no-fusion one only
     # the branches' settings), so it differs from llmrec only by what it removes.

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from ranker.evaluation.baselines import Matrix, Recommender, ridge_fold_in
-from ranker.evaluation.datasets import IntArray
+from ranker.interactions import IntArray
+from ranker.model.base import Recommender
+from research.baselines import Matrix, ridge_fold_in
 
 if TYPE_CHECKING:
     import torch

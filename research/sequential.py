@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ranker.evaluation.baselines import Matrix, Recommender
-from ranker.evaluation.datasets import IntArray
+from ranker.interactions import IntArray
+from ranker.model.base import Recommender
+from research.baselines import Matrix
 
 if TYPE_CHECKING:
     import torch
