@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration up down status proto lint typecheck clean
+.PHONY: install demo test unit integration up down status proto lint typecheck imports check clean
 
 install: $(STAMP)
 
@@ -48,6 +48,14 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy .
+
+# The import contracts of pyproject.toml ([tool.importlinter]) and the layer picture drawn from them.
+imports: install
+	$(BIN)/lint-imports
+	$(BIN)/python -m tools.architecture_diagram --check
+
+# Everything CI gates on before the tests: lint, format, strict types, import layers.
+check: lint typecheck imports
 
 clean: down
 	rm -rf .llmrec artifacts

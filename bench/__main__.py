@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import freshness, ingest, retrieval, scaleout, serving, serving_plot
+from bench import encoder, freshness, ingest, retrieval, scaleout, serving, serving_plot
 from bench.common import machine
 from bench.report import headline, markdown
 from llmrec.settings import load_settings
@@ -66,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_encoder:
         report["encoder"] = {"error": "skipped (--skip-encoder)"}
     else:
-        from bench import encoder
-
         report["encoder"] = encoder.run(load_settings().triton.repository, repeats=3 if args.quick else 7)
     report["wall_s"] = time.perf_counter() - started
     report.update(headline(report))

@@ -24,8 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tritonclient.grpc as grpcclient
 
+from bench.common import machine
+from deploy.process import free_ports
+from deploy.triton import TritonServer
+from encoder_triton import contract
+from encoder_triton.sentiment.data import load_reviews
 from encoder_triton.training.report import serving_lines
+from llmrec.settings import TritonSettings
 
 markdown_lines = serving_lines  # the markdown section, also used by bench/report.py
 
@@ -34,8 +41,6 @@ TOKENS = 128
 
 
 def long_reviews(encoder: Any, count: int) -> list[str]:
-    from encoder_triton.sentiment.data import load_reviews
-
     texts = []
     for review in load_reviews(None):  # the shipped sample: present on every clone
         if len(encoder.tokenizer(review.text, add_special_tokens=False)["input_ids"]) >= TOKENS:
@@ -46,13 +51,10 @@ def long_reviews(encoder: Any, count: int) -> list[str]:
 
 
 def run(repository: Path, repeats: int = 7, batch_sizes: tuple[int, ...] = BATCH_SIZES) -> dict[str, Any]:
+    # Lazy: torch and transformers (which these encoder_triton modules import) take seconds to import, and
+    # `python -m bench` and bench/report.py import this module for its report section alone.
     import torch
-    import tritonclient.grpc as grpcclient
 
-    from bench.common import machine
-    from deploy.process import free_ports
-    from deploy.triton import TritonServer
-    from encoder_triton import contract
     from encoder_triton.encoder import Encoder, EncoderOptions
     from encoder_triton.training.export import latest_version_dir
 
@@ -142,8 +144,6 @@ def own_session() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llmrec.settings import TritonSettings
-
     if not own_session() and shutil.which("setsid"):
         forwarded = sys.argv[1:] if argv is None else argv
         os.execvp("setsid", ["setsid", "-w", sys.executable, "-m", "bench.encoder", *forwarded])

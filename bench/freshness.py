@@ -23,6 +23,7 @@ end (its ``llmrec_worker_consumer_lag`` metric) are reported, so a worker that f
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -306,6 +307,4 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    import json
-
     print(json.dumps(run(quick=True), indent=2))

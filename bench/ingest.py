@@ -39,19 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psycopg
 from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
 
 from bench.common import summary
-from bench.streaming import (
-    Services,
-    kafka_and_postgres,
-    ledger_count,
-    publish_all,
-    rating_watch_events,
-    spawn_worker,
-)
+from bench.streaming import LedgerCounter, Services, kafka_and_postgres, publish_all, rating_watch_events
+from deploy.worker import start_worker
 from llmrec.events.topics import client_config
 from llmrec.metrics_http import scrape
 from llmrec.settings import Settings
@@ -140,10 +133,11 @@ def measure_worker(
     profile: Path | None = None,
     source: Path | None = None,
 ) -> dict[str, Any]:
-    worker = spawn_worker(settings, source=source)
+    worker = start_worker(settings, source=source)
     profiler: subprocess.Popen[bytes] | None = None
     try:
-        ready = worker.wait_ready()
+        startup_s = worker.wait_ready()
+        ready = worker.spawned_at + startup_s
         if profile is not None:
             # Attached once ready: py-spy writes its file when the worker exits (stopped below).
             spy = str(Path(sys.executable).parent / "py-spy")
@@ -152,7 +146,7 @@ def measure_worker(
                     spy,
                     "record",
                     "--pid",
-                    str(worker.process.pid),
+                    str(worker.pid),
                     "--rate",
                     "100",
                     "--format",
@@ -164,7 +158,7 @@ def measure_worker(
             )
         samples: list[tuple[float, int]] = [(ready, 0)]
         with (
-            psycopg.connect(dsn, autocommit=True) as conn,
+            LedgerCounter(dsn) as ledger,
             tqdm(total=expected, desc="worker -> ledger", unit="ev") as bar,
         ):
             count = 0
@@ -173,14 +167,14 @@ def measure_worker(
                 if time.perf_counter() - ready > timeout_s:
                     raise RuntimeError(f"ledger held {count} of {expected} after {timeout_s} s")
                 time.sleep(0.1)
-                count = ledger_count(conn, prefix)
+                count = ledger.count(prefix)
                 samples.append((time.perf_counter(), count))
                 bar.update(count - bar.n)
         elapsed = samples[-1][0] - ready
         sizes = batch_sizes(scrape(settings.worker.metrics_port))
         return {
             "events": expected,
-            "startup_s": ready - worker.spawned,
+            "startup_s": startup_s,
             "apply_s": elapsed,
             "ingest_events_per_s": expected / elapsed,
             "window_rates_per_s": summary(window_rates(samples)),

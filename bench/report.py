@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.encoder import markdown_lines
 from bench.streaming_report import FRESHNESS_KEYS, freshness_headline, streaming_lines
 
 # Keys whose value is null, with the reason (filled in by ``headline``).
@@ -269,6 +270,4 @@ def _encoder_lines(report: dict[str, Any]) -> list[str]:
         return []
     if section.get("error"):
         return ["## Encoder serving: Triton vs in-process", "", f"Not measured: {section['error']}", ""]
-    from bench.encoder import markdown_lines
-
     return markdown_lines(section)

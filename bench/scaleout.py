@@ -32,20 +32,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import psycopg
 
 from bench.streaming import (
+    LedgerCounter,
     ProfilesSnapshot,
     Services,
-    WorkerRun,
     kafka_and_postgres,
-    ledger_count,
     profiles_snapshot,
     publish_all,
     rating_watch_events,
-    spawn_worker,
 )
 from deploy.process import free_ports
+from deploy.worker import WorkerProcess, start_worker
+from llmrec.lifecycle import WORKER_PARTITIONS_ASSIGNED, WORKER_READY
 from llmrec.metrics_http import scrape
 from llmrec.settings import Settings
 from ranker.retrieval import ItemIndex
@@ -56,7 +55,9 @@ ITEMS = 2000
 DIM = 384
 # Float32 sums cut into different batches agree to about 1e-6 relative; far below any ranking effect.
 VECTOR_RTOL = 1e-4
-_ASSIGNED = re.compile(r"(?:worker ready|partitions assigned).*?partitions=(\d+)")
+_ASSIGNED = re.compile(
+    rf"(?:{re.escape(WORKER_READY)}|{re.escape(WORKER_PARTITIONS_ASSIGNED)}).*?partitions=(\d+)"
+)
 
 
 def group_member_settings(settings: Settings) -> Settings:
@@ -72,7 +73,7 @@ def latest_assignment(log: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def wait_for_split(workers: Sequence[WorkerRun], partitions: int, timeout_s: float = 90.0) -> None:
+def wait_for_split(workers: Sequence[WorkerProcess], partitions: int, timeout_s: float = 90.0) -> None:
     deadline = time.perf_counter() + timeout_s
     while True:
         counts = [latest_assignment(w.log()) for w in workers]
@@ -102,17 +103,17 @@ def run_group(
     vectors = np.random.default_rng(11).standard_normal((ITEMS, DIM)).astype(np.float32)
     ItemIndex.build(item_ids, vectors).save(settings.index_dir)
     events = rating_watch_events(prefix, count, item_ids.tolist(), USERS)
-    runs: list[WorkerRun] = []
+    runs: list[WorkerProcess] = []
     try:
         for n, member in enumerate(members):
-            runs.append(spawn_worker(member, name=f"worker{n}"))
+            runs.append(start_worker(member, name=f"worker{n}"))
             runs[-1].wait_ready()
         wait_for_split(runs, len(settings.kafka.event_topics) * settings.kafka.partitions)
         assignment = [latest_assignment(r.log()) for r in runs]
         started = time.perf_counter()
         publish_all(settings.kafka, events)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            while (done := ledger_count(conn, prefix)) < count:
+        with LedgerCounter(dsn) as ledger:
+            while (done := ledger.count(prefix)) < count:
                 for r in runs:
                     r.check_alive()
                 if time.perf_counter() - started > timeout_s:

@@ -1,16 +1,16 @@
 """What the streaming benchmarks share: a Kafka broker and a PostgreSQL server started for the run, settings
-that point at them, synthetic rating and watch events, worker processes, and readings of the database.
+that point at them, synthetic rating and watch events, and readings of the database (through the store).
+The worker processes come from ``deploy.worker``.
 
 Used by ``bench.ingest``, ``bench.freshness`` and ``bench.scaleout`` (and the scale-out integration test).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,14 +19,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
-import psycopg
 from confluent_kafka import Producer
 from pydantic import SecretStr
 
-from deploy.env import settings_env
 from deploy.kafka import KafkaBroker
 from deploy.postgres import PostgresServer
 from deploy.process import free_ports
@@ -45,9 +44,9 @@ from llmrec.settings import (
     WorkerSettings,
 )
 from llmrec.store import migrate
+from llmrec.store.postgres import PostgresStore
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-WORKER_READY_LINE = "worker ready"
 
 
 def make_settings(
@@ -196,63 +195,32 @@ def publish_all(kafka: KafkaSettings, events: Sequence[AnyEvent], timeout_s: flo
     return elapsed
 
 
-@dataclass
-class WorkerRun:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    spawned: float
-    ready: float = 0.0
+class LedgerCounter:
+    """Counts a run's ledger rows (by event id prefix) through the store, from a synchronous polling loop:
+    one connection, one event loop, kept open between readings."""
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def __init__(self, dsn: str) -> None:
+        self._runner = asyncio.Runner()
+        self._store = PostgresStore(dsn, min_size=1, max_size=1, name="llmrec-bench")
 
-    def check_alive(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"worker exited ({self.process.returncode}):\n{self.log()[-3000:]}")
+    def __enter__(self) -> LedgerCounter:
+        try:
+            self._runner.run(self._store.open())
+        except BaseException:
+            self._runner.close()
+            raise
+        return self
 
-    def wait_ready(self, timeout_s: float = 120.0) -> float:
-        while WORKER_READY_LINE not in self.log():
-            self.check_alive()
-            if time.perf_counter() - self.spawned > timeout_s:
-                raise RuntimeError(f"worker not ready in {timeout_s} s:\n{self.log()[-3000:]}")
-            time.sleep(0.02)
-        self.ready = time.perf_counter()
-        return self.ready
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self._runner.run(self._store.close())
+        finally:
+            self._runner.close()
 
-    def stop(self, timeout_s: float = 60.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def spawn_worker(
-    settings: Settings, name: str = "worker", wrapper: Sequence[str] = (), source: Path | None = None
-) -> WorkerRun:
-    """``python -m stream`` with exactly these settings; ``wrapper`` prefixes the command (a profiler);
-    ``source`` runs the worker code of another source tree (an earlier commit, for a same-run baseline)."""
-    log_path = settings.state_dir / f"{name}.log"
-    env = settings_env(settings)
-    if source is not None:
-        env["PYTHONPATH"] = str(source)
-    with log_path.open("wb") as log_file:
-        spawned = time.perf_counter()
-        process = subprocess.Popen(
-            [*wrapper, sys.executable, "-m", "stream"],
-            cwd=source or REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    return WorkerRun(process, log_path, spawned)
-
-
-def ledger_count(conn: psycopg.Connection[Any], prefix: str) -> int:
-    row = conn.execute("SELECT count(*) FROM interactions WHERE event_id LIKE %s", (f"{prefix}%",)).fetchone()
-    return int(row[0]) if row else 0
+    def count(self, prefix: str) -> int:
+        return self._runner.run(self._store.count_events(prefix))
 
 
 @dataclass(frozen=True)
@@ -291,28 +259,23 @@ class ProfilesSnapshot:
         )
 
 
+async def _rows_with_prefix(dsn: str, prefix: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    async with PostgresStore(dsn, min_size=1, max_size=1, name="llmrec-bench") as store:
+        return await store.rows_with_prefix(prefix)
+
+
 def profiles_snapshot(dsn: str, prefix: str) -> ProfilesSnapshot:
+    rows, events = asyncio.run(_rows_with_prefix(dsn, prefix))
     digest = hashlib.sha256()
     vectors: dict[str, np.ndarray] = {}
     weights: dict[str, float] = {}
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT user_id, ratings, reviews, watch_events, weight_sum, ref_time, last_event_time, "
-            "vector_sum::real[] FROM user_profiles WHERE user_id LIKE %s ORDER BY user_id",
-            (f"{prefix}%",),
-        ).fetchall()
-        cut = len(prefix)
-        for user_id, ratings, reviews, watches, weight_sum, ref_time, last_time, vector in rows:
-            user = user_id[cut:]
-            digest.update(f"{user}|{ratings}|{reviews}|{watches}|{ref_time}|{last_time}\n".encode())
-            vectors[user] = np.asarray(vector, dtype=np.float64)
-            weights[user] = float(weight_sum)
-        events = conn.execute(
-            "SELECT event_id, user_id, item_id, event_type, strength FROM interactions "
-            "WHERE event_id LIKE %s ORDER BY event_id",
-            (f"{prefix}%",),
-        ).fetchall()
-        for event_id, user_id, item_id, event_type, strength in events:
-            line = f"{event_id[cut:]}|{user_id[cut:]}|{item_id}|{event_type}|{strength!r}\n"
-            digest.update(line.encode())
+    cut = len(prefix)
+    for user_id, ratings, reviews, watches, weight_sum, ref_time, last_time, vector in rows:
+        user = user_id[cut:]
+        digest.update(f"{user}|{ratings}|{reviews}|{watches}|{ref_time}|{last_time}\n".encode())
+        vectors[user] = np.asarray(vector, dtype=np.float64)
+        weights[user] = float(weight_sum)
+    for event_id, user_id, item_id, event_type, strength in events:
+        line = f"{event_id[cut:]}|{user_id[cut:]}|{item_id}|{event_type}|{strength!r}\n"
+        digest.update(line.encode())
     return ProfilesSnapshot(len(rows), len(events), digest.hexdigest(), vectors, weights)

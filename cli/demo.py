@@ -11,24 +11,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import psycopg
 from rich.console import Console
 
 from cli.render import changed_recommendations_table, profile_table, recommendations_table, similar_table
 from deploy import stack
 from grpc_api.client import RecommenderClient
 from grpc_api.models import Recommendations
+from jobs.publishing import replay
+from jobs.train_ranker import train_ranker_from_settings
 from llmrec.catalogue import Catalogue
+from llmrec.data_source import resolve_data_source
 from llmrec.events.lag import wait_until_consumed
 from llmrec.events.producer import EventProducer
-from llmrec.events.publishing import replay
 from llmrec.events.schema import RatingEvent, ReviewEvent
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
+from llmrec.store.postgres import PostgresStore
+from ranker.model.serving import current_version
 from ranker.retrieval import load_artifacts
 
 log = get_logger(__name__)
@@ -39,17 +43,12 @@ SIMILAR_TO = 9253  # Steins;Gate, when it is in the catalogue; otherwise the mos
 NEW_EVENTS_GENRE_CANDIDATES = ("Horror", "Sports", "Romance", "Mystery", "Slice of Life", "Comedy")
 
 
-def _active_users(dsn: str, count: int) -> list[str]:
+async def _active_users(settings: Settings, count: int) -> list[str]:
     """The users with the most applied events, reviewers first (their profiles use sentiment too)."""
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            """
-            SELECT user_id FROM interactions GROUP BY user_id
-            ORDER BY bool_or(event_type = 'review') DESC, count(*) DESC, user_id LIMIT %s
-            """,
-            (count,),
-        ).fetchall()
-    return [row[0] for row in rows]
+    async with PostgresStore(
+        settings.postgres.conninfo(), min_size=1, max_size=1, name="llmrec-demo"
+    ) as store:
+        return await store.most_active_users(count)
 
 
 def _pick_new_genre(profile_genres: list[str], catalogue: Catalogue) -> str:
@@ -129,24 +128,14 @@ def _show_change(settings: Settings, client: RecommenderClient, user_id: str, ca
 
 def _ensure_ranker(settings: Settings) -> None:
     """Train and save the llmrec ranker unless a version is already current (the item index must exist)."""
-    from jobs.train_ranker import train_ranker
-    from llmrec.data_source import resolve_data_source
-    from llmrec.settings import REPO_ROOT
-    from ranker.model.serving import current_version
-    from research.registry import resolved_params
-    from research.tuning import load_tuned
-
     version = current_version(settings.ranker_dir)
     if version is not None:
         console.print(f"trained ranker: version {version} (already saved)")
         return
     source = resolve_data_source(settings)
-    params = resolved_params(
-        load_tuned(REPO_ROOT / "reports" / "tuned_params.json"), "mal-completed", "llmrec"
-    )
     console.print(f"training the llmrec ranker on the MAL Completed lists ({source.describe()})")
-    summary = train_ranker(source.path, settings.index_dir, settings.ranker_dir, params=params)
-    console.print(f"{summary} ({'tuned' if params else 'default'} parameters)")
+    trained = train_ranker_from_settings(settings)  # the tuned parameters in settings.reports_dir
+    console.print(f"{trained.summary} ({trained.parameters})")
 
 
 def run_demo(settings: Settings, keep_running: bool = False) -> int:
@@ -171,7 +160,7 @@ def run_demo(settings: Settings, keep_running: bool = False) -> int:
         console.print(f"worker caught up {waited:.1f} s after the last publish")
 
         console.rule("[bold]3. Recommendations for real users")
-        users = _active_users(settings.postgres.conninfo(), USERS_SHOWN)
+        users = asyncio.run(_active_users(settings, USERS_SHOWN))
         with RecommenderClient(settings.api.target) as client:
             _show_users(client, users)
             anchor = (

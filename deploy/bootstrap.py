@@ -15,6 +15,7 @@ from deploy.process import wait_until
 from llmrec.events.topics import client_config, ensure_system_topics
 from llmrec.logs import configure_logging, get_logger
 from llmrec.settings import Settings, load_settings
+from llmrec.store import migrate
 
 log = get_logger(__name__)
 
@@ -26,8 +27,6 @@ def bootstrap(settings: Settings, wait_s: float = 120.0) -> None:
     created = ensure_system_topics(settings.kafka)
     if not wait_until(lambda: dsn_answers(dsn), wait_s, 1.0):
         raise RuntimeError(f"PostgreSQL did not answer within {wait_s:.0f}s")
-    from llmrec.store import migrate
-
     migrate(dsn)
     log.info("bootstrap_done", topics_created=created)
 

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
+
 from deploy.process import ManagedProcess, ProcessError, free_port, port_free, port_open, spawn, wait_until
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
@@ -370,8 +372,6 @@ def kafka_answers(bootstrap: str | Mapping[str, str], timeout_s: float = 3.0) ->
 
     ``bootstrap`` is ``host:port`` or a whole librdkafka config (for SASL).
     """
-    from confluent_kafka.admin import AdminClient
-
     config: dict[str, str | int | float | bool] = (
         {"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else dict(bootstrap)
     )

@@ -16,12 +16,16 @@ import shutil
 import signal
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+from rich.table import Table
 
 from deploy.env import settings_env
 from deploy.kafka import STOP_GRACE_S as KAFKA_GRACE_S
@@ -29,14 +33,19 @@ from deploy.kafka import broker_for_settings, kafka_answers, split_host_port
 from deploy.postgres import STOP_GRACE_S as POSTGRES_GRACE_S
 from deploy.postgres import STOP_SIGNAL as POSTGRES_SIGNAL
 from deploy.postgres import PostgresServer, dsn_answers, parse_dsn
-from deploy.process import ProcessError, pid_alive, spawn, start_ticks, stop_pid
+from deploy.process import ManagedProcess, ProcessError, pid_alive, spawn, stop_pid
+from deploy.triton import TritonServer
+from deploy.worker import start_worker
+from jobs.build_index import build_index_from_settings
+from llmrec.artifacts import index_exists
+from llmrec.events.topics import client_config, ensure_system_topics
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
+from llmrec.store import migrate
 
 log = get_logger(__name__)
 
 STATE_FILE = "stack.json"
-WORKER_READY_LINE = r"worker ready"
 
 
 class StackError(RuntimeError):
@@ -75,6 +84,12 @@ class ComponentStatus:
     detail: str = ""
 
 
+def _started(process: ManagedProcess | None, log_path: Path) -> Started:
+    if process is None:  # never: start() returns only once the process it spawned is ready
+        raise StackError("the server reported ready without a process")
+    return Started(process.pid, process.started_ticks, str(log_path))
+
+
 # --------------------------------------------------------------------------------------------------
 # Kafka
 
@@ -85,19 +100,14 @@ def _kafka_start(settings: Settings) -> Started:
         raise StackError(f"Kafka at {settings.kafka.bootstrap} does not answer and is not on this machine")
     broker = broker_for_settings(settings)
     broker.start()
-    assert broker.process is not None
-    return Started(broker.process.pid, broker.process.started_ticks, str(broker.server_log))
+    return _started(broker.process, broker.server_log)
 
 
 def _kafka_probe(settings: Settings) -> bool:
-    from llmrec.events.topics import client_config
-
     return kafka_answers(client_config(settings.kafka))
 
 
 def _kafka_topics(settings: Settings) -> None:
-    from llmrec.events.topics import ensure_system_topics
-
     ensure_system_topics(settings.kafka)
 
 
@@ -117,8 +127,7 @@ def _postgres_start(settings: Settings) -> Started:
         )
     server = PostgresServer.for_dsn(_dsn(settings), settings.state_dir / "postgres")
     server.start()
-    assert server.process is not None
-    return Started(server.process.pid, server.process.started_ticks, str(server.log_path))
+    return _started(server.process, server.log_path)
 
 
 def _postgres_endpoint(settings: Settings) -> str:
@@ -127,9 +136,6 @@ def _postgres_endpoint(settings: Settings) -> str:
 
 
 def _migrate(settings: Settings) -> None:
-    # Imported here: the store pulls in psycopg-pool and the schema, which `llmrec status` does not need.
-    from llmrec.store import migrate
-
     migrate(_dsn(settings))
 
 
@@ -138,50 +144,22 @@ def _migrate(settings: Settings) -> None:
 
 
 def _triton_start(settings: Settings) -> Started:
-    try:
-        import deploy.triton as triton
-    except ImportError as exc:
-        raise StackError(f"deploy.triton cannot be imported: {exc}") from exc
-    # A module-level start_triton(settings) wins when deploy/triton.py offers one; else the class API.
-    start_triton: Callable[[Settings], Any] | None = getattr(triton, "start_triton", None)
-    if start_triton is not None:
-        server = start_triton(settings)
-    else:
-        server = triton.TritonServer.from_settings(settings)
-        server.start()
-    pid = int(server.pid)
-    log_path = getattr(server, "log_path", None)
-    return Started(pid, start_ticks(pid), str(log_path) if log_path else None)
+    server = TritonServer.from_settings(settings)
+    server.start()
+    return _started(server.process, server.log_path)
 
 
 def _triton_probe(settings: Settings) -> bool:
     """Ready means one real inference answers (a crashed backend stub leaves the HTTP health "ready")."""
-    try:
-        from deploy.triton import TritonServer
-    except ImportError:
-        return _triton_http_ready(settings)
     return TritonServer.from_settings(settings).ready(timeout_s=5.0)
 
 
 def _ensure_index(settings: Settings) -> None:
     """Build the item index on first start (minutes on 2 cores for the full catalogue), reuse it after."""
-    from llmrec.artifacts import index_exists
-
     if index_exists(settings.index_dir):
         return
-    from jobs.build_index import build_index_from_settings
-
     log.info("index_missing_building", index_dir=str(settings.index_dir))
     build_index_from_settings(settings, progress=True)
-
-
-def _triton_http_ready(settings: Settings) -> bool:
-    url = f"http://{settings.triton.host}:{settings.triton.http_port}/v2/health/ready"
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,33 +177,30 @@ def llmrec_command() -> str:
     return found
 
 
-def _spawn_cli(settings: Settings, name: str, subcommand: str) -> Any:
-    return spawn(
-        name,
-        [llmrec_command(), subcommand],
-        log_path=settings.state_dir / "logs" / f"{name}.log",
-        # The child loads its settings from the environment: hand it exactly ours.
-        env=settings_env(settings),
-        cwd=settings.state_dir,
-        grace_s=20.0,
-    )
+def _log_path(settings: Settings, name: str) -> Path:
+    return settings.state_dir / "logs" / f"{name}.log"
 
 
 def _worker_start(settings: Settings) -> Started:
-    process = _spawn_cli(settings, "worker", "worker")
+    # The child loads its settings from the environment: deploy.worker hands it exactly ours.
+    worker = start_worker(
+        settings,
+        "worker",
+        command=[llmrec_command(), "worker"],
+        log_path=_log_path(settings, "worker"),
+        cwd=settings.state_dir,
+        grace_s=20.0,
+    )
     try:
-        process.wait_ready(log_pattern=WORKER_READY_LINE, timeout_s=180.0)
+        worker.wait_ready(timeout_s=180.0, interval_s=0.2)
     except ProcessError:
-        process.stop()
+        worker.stop()
         raise
-    return Started(process.pid, process.started_ticks, str(process.log_path))
+    return _started(worker.managed, worker.log_path)
 
 
 def grpc_serving(target: str, timeout_s: float = 2.0) -> bool:
     """True when the gRPC health service at ``target`` reports SERVING for the whole server."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     try:
         with grpc.insecure_channel(target) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -237,13 +212,21 @@ def grpc_serving(target: str, timeout_s: float = 2.0) -> bool:
 
 
 def _api_start(settings: Settings) -> Started:
-    process = _spawn_cli(settings, "api", "serve")
+    process = spawn(
+        "api",
+        [llmrec_command(), "serve"],
+        log_path=_log_path(settings, "api"),
+        # The child loads its settings from the environment: hand it exactly ours.
+        env=settings_env(settings),
+        cwd=settings.state_dir,
+        grace_s=20.0,
+    )
     try:
         process.wait_ready(probe=lambda: grpc_serving(settings.api.target), timeout_s=180.0, interval_s=0.5)
     except ProcessError:
         process.stop()
         raise
-    return Started(process.pid, process.started_ticks, str(process.log_path))
+    return _started(process, process.log_path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -422,8 +405,6 @@ def down(settings: Settings, quiet: bool = False) -> list[str]:
         del records[name]
         _save(settings, records)
     if not quiet:
-        from rich.console import Console
-
         Console().print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
     if errors:
         raise StackError("could not stop: " + "; ".join(errors))
@@ -452,9 +433,6 @@ def status(settings: Settings, quiet: bool = False) -> list[ComponentStatus]:
 
 
 def _print(statuses: list[ComponentStatus], title: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=title)
     for column in ("component", "state", "endpoint", "pid", "log"):
         table.add_column(column)

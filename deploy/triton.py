@@ -152,6 +152,7 @@ def server_env_spec() -> tuple[list[str], list[str]]:
 
 def _uv() -> str:
     with contextlib.suppress(ImportError, FileNotFoundError):
+        # Lazy: the `uv` wheel is optional (a uv on PATH serves as well).
         from uv import find_uv_bin
 
         return str(find_uv_bin())

@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
+from encoder_triton.manifest import PROBE_TEXT, check_files, check_probe, read_manifest
+from encoder_triton.sentiment_head import load_head
+
 DEFAULT_MAX_LENGTH: Final = 128
 
 # Short, generic statements of how a viewer felt about a show. The score of a text is how much closer it
@@ -212,7 +215,7 @@ class Encoder(torch.nn.Module):
         self.backbone = backbone.eval()
         self.tokenizer = tokenizer
         self.options = options or EncoderOptions()
-        # A learned head (``encoder_triton.sentiment.head.SentimentHead``: embeddings -> logits) replaces
+        # A learned head (``encoder_triton.sentiment_head.SentimentHead``: embeddings -> logits) replaces
         # the anchor score when given; it must have been trained on this backbone's embeddings.
         self.sentiment_head = sentiment_head.eval() if sentiment_head is not None else None
         if not positive_anchors or not negative_anchors:
@@ -231,7 +234,7 @@ class Encoder(torch.nn.Module):
     ) -> Encoder:
         """Load tokenizer and weights from a local folder (never a hub: ``local_files_only``).
 
-        ``sentiment_head``: a folder written by ``sentiment.head.save_head`` (``head.json`` + ``head.pt``);
+        ``sentiment_head``: a folder written by ``sentiment_head.save_head`` (``head.json`` + ``head.pt``);
         without it the score comes from the anchors."""
         options = options or EncoderOptions()
         target = resolve_device(device)
@@ -242,8 +245,6 @@ class Encoder(torch.nn.Module):
         backbone = AutoModel.from_pretrained(folder, local_files_only=True)
         head = None
         if sentiment_head is not None:
-            from encoder_triton.sentiment.head import load_head  # torch + numpy only: fine in the server env
-
             head, _ = load_head(Path(sentiment_head))
             if head.dim != int(backbone.config.hidden_size):
                 raise ValueError(
@@ -264,8 +265,6 @@ class Encoder(torch.nn.Module):
 
         Raises ``manifest.ExportMismatch`` when the folder's ``export.json`` names weights that are missing
         or that compute another probe embedding than at export time."""
-        from encoder_triton.manifest import PROBE_TEXT, check_files, check_probe, read_manifest
-
         folder = Path(version_dir)
         manifest = read_manifest(folder)
         check_files(manifest, folder)

@@ -29,6 +29,7 @@ import grpc
 import numpy as np
 
 from grpc_api.client import auth_metadata, channel_credentials
+from llmrec.store.postgres import PostgresStore
 from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -209,14 +210,12 @@ def users_from_range(prefix: str, start: int, stop: int) -> list[str]:
 
 def users_from_store(dsn: str, limit: int) -> list[str]:
     """Up to ``limit`` users that have a profile in the database (the ones ``Recommend`` personalises)."""
-    import psycopg
+    return asyncio.run(_users_from_store(dsn, limit))
 
-    with psycopg.connect(dsn, connect_timeout=10) as conn:
-        rows = conn.execute(
-            "SELECT user_id FROM user_profiles WHERE vector_sum IS NOT NULL ORDER BY user_id LIMIT %s",
-            (limit,),
-        ).fetchall()
-    return [str(row[0]) for row in rows]
+
+async def _users_from_store(dsn: str, limit: int) -> list[str]:
+    async with PostgresStore(dsn, min_size=1, max_size=1, name="llmrec-loadtest") as store:
+        return await store.users_with_profiles(limit)
 
 
 # -- output ---------------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ stop) and SIGHUP (reload the index) to each, and exits when they have. If a chil
 parent stops the others and exits with an error: a supervisor (systemd, Kubernetes) restarts the whole
 group, rather than the group silently serving at reduced capacity. Each child serves its Prometheus
 metrics on ``api.metrics_port + i``.
+
+What a child runs is passed in (``grpc_api.server.serve_one``, from ``grpc_api.server.serve``): this
+module knows how to run a group of processes, not how one serves.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import signal
 import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
+from typing import Protocol
 
 from llmrec.logs import configure_logging, get_logger
 from llmrec.metrics_http import sample_value, scrape
@@ -34,6 +38,13 @@ POLL_S = 0.2
 KILL_AFTER_S = 15.0
 
 
+class ServeOne(Protocol):
+    """One API process serving until it is stopped (``grpc_api.server.serve_one``). A module-level
+    function: ``spawn`` pickles it by name for the child."""
+
+    def __call__(self, settings: Settings, *, reuse_port: bool) -> None: ...
+
+
 def child_settings(settings: Settings, index: int) -> Settings:
     """The settings child ``index`` runs with: its own metrics port (0 stays off)."""
     api = settings.api
@@ -41,15 +52,14 @@ def child_settings(settings: Settings, index: int) -> Settings:
     return settings.model_copy(update={"api": api.model_copy(update={"metrics_port": metrics_port})})
 
 
-def _run_child(settings: Settings) -> None:
-    from grpc_api.server import serve_one
-
+def _run_child(settings: Settings, serve_one: ServeOne) -> None:
     configure_logging(settings.log_level, settings.log_json)  # a spawned interpreter starts unconfigured
     serve_one(settings, reuse_port=True)
 
 
-def serve_processes(settings: Settings) -> int:
-    """Run ``settings.api.processes`` API processes until SIGTERM / SIGINT; returns the exit status."""
+def serve_processes(settings: Settings, serve_one: ServeOne) -> int:
+    """Run ``settings.api.processes`` processes of ``serve_one`` sharing the port until SIGTERM / SIGINT;
+    returns the exit status."""
     count = settings.api.processes  # ApiSettings refuses processes > 1 with port 0
     context = multiprocessing.get_context("spawn")
     children: list[BaseProcess] = []
@@ -67,7 +77,7 @@ def serve_processes(settings: Settings) -> int:
         signal.signal(signum, forward)
     for index in range(count):
         child = context.Process(
-            target=_run_child, args=(child_settings(settings, index),), name=f"llmrec-api-{index}"
+            target=_run_child, args=(child_settings(settings, index), serve_one), name=f"llmrec-api-{index}"
         )
         child.start()
         children.append(child)

@@ -1,4 +1,8 @@
-"""The gRPC server: a thin grpc.aio servicer over ``RecommendationService``, health, reflection, lifecycle.
+"""The gRPC server process: health, reflection and the Recommender servicer on one port, and its lifecycle.
+
+The pieces: ``grpc_api.codecs`` (domain answers as protobuf), ``grpc_api.interceptors`` and
+``grpc_api.security`` (what runs before a handler), ``grpc_api.servicer`` (decode, one
+``RecommendationService`` call, encode), ``grpc_api.loading`` (the served index and the profile store).
 
 Lifecycle (``ApiServer``):
 1. bind and start at once with health NOT_SERVING, so orchestrators see the process while it warms up;
@@ -7,10 +11,6 @@ Lifecycle (``ApiServer``):
 3. on SIGTERM / SIGINT: health NOT_SERVING first (load balancers stop sending), then ``server.stop(grace)``
    lets requests in flight finish, then the store's pool closes. SIGHUP reloads the index from disk and
    swaps it in atomically.
-
-Every RPC is decode -> one service call within the client's deadline -> encode, and writes one log line
-(method, user or item, k, status, latency). Domain errors become status codes through
-``grpc_api.status``; anything else is INTERNAL with a generic message, the traceback only in the log.
 
 Access control (TLS / mTLS, bearer tokens, a per-client rate limit) is off unless ``ApiSettings`` asks
 for it; see ``grpc_api.security``.
@@ -21,297 +21,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
-from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from collections.abc import Callable
 
 import grpc
-from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
-from grpc_api import metrics, models, security
-from grpc_api.errors import DeadlineExceeded, ServiceError, Unavailable
-from grpc_api.service import RecommendationService, ServiceConfig, Snapshot
-from grpc_api.status import INTERNAL_MESSAGE, status_for
+from grpc_api import metrics, security
+from grpc_api.errors import Unavailable
+from grpc_api.interceptors import RejectUndecodable
+from grpc_api.loading import (
+    ClosableStore,
+    SnapshotLoader,
+    StoreFactory,
+    load_snapshot,
+    open_postgres_store,
+)
+from grpc_api.processes import serve_processes
+from grpc_api.service import RecommendationService, ServiceConfig
+from grpc_api.servicer import RecommenderServicer
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
-from llmrec.store.interface import ProfileReader, StoreUnavailable
+from llmrec.store.interface import StoreUnavailable
 from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
-
-if TYPE_CHECKING:
-    from ranker.model.serving import LearnedRanker
 
 log = get_logger(__name__)
 
 SERVICE_NAME: str = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
-T = TypeVar("T")
-StoreFactory = Callable[[Settings], Awaitable["ClosableStore"]]
-SnapshotLoader = Callable[[Settings], Snapshot]
 
 # Waiting for the database at start-up: from 0.5 s doubling to 10 s between attempts.
 STORE_RETRY_INITIAL_S = 0.5
 STORE_RETRY_MAX_S = 10.0
-
-
-class ClosableStore(ProfileReader, Protocol):
-    async def close(self) -> None: ...
-
-
-# -- encoding -------------------------------------------------------------------------------------------
-
-
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
-def _scored(item: models.ScoredItem) -> recommender_pb2.ScoredItem:
-    return recommender_pb2.ScoredItem(
-        item_id=item.item_id, title=item.title, genres=list(item.genres), score=item.score, reason=item.reason
-    )
-
-
-def encode_recommendations(answer: models.Recommendations) -> recommender_pb2.RecommendResponse:
-    return recommender_pb2.RecommendResponse(
-        user_id=answer.user_id,
-        items=[_scored(i) for i in answer.items],
-        strategy=answer.strategy,
-        model_version=answer.model_version,
-    )
-
-
-def encode_similar(answer: models.SimilarItems) -> recommender_pb2.SimilarItemsResponse:
-    return recommender_pb2.SimilarItemsResponse(
-        item_id=answer.item_id, items=[_scored(i) for i in answer.items], model_version=answer.model_version
-    )
-
-
-def encode_profile(answer: models.UserProfile) -> recommender_pb2.UserProfile:
-    return recommender_pb2.UserProfile(
-        user_id=answer.user_id,
-        ratings=answer.ratings,
-        reviews=answer.reviews,
-        watch_events=answer.watch_events,
-        top_genres=[recommender_pb2.GenreWeight(genre=g.genre, weight=g.weight) for g in answer.top_genres],
-        last_event_time=_timestamp(answer.last_event_time),
-        updated_at=_timestamp(answer.updated_at),
-    )
-
-
-# -- servicer -------------------------------------------------------------------------------------------
-
-
-async def _within_deadline(context: grpc.aio.ServicerContext[Any, Any], work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work`` but give up when the client's deadline passes (the client has stopped waiting, so
-    finishing would only hold a database connection for nobody)."""
-    remaining = context.time_remaining()
-    if remaining is None:
-        return await work
-    if remaining <= 0.0:
-        work.close()
-        raise DeadlineExceeded("the deadline passed before the request was processed")
-    timeout = asyncio.timeout(remaining)
-    try:
-        async with timeout:
-            return await work
-    except TimeoutError:
-        if timeout.expired():
-            raise DeadlineExceeded("the deadline passed before the answer was ready") from None
-        raise
-
-
-class _Undecodable:
-    """Stands in for a request whose bytes are not the method's message (see ``RejectUndecodable``)."""
-
-
-_UNDECODABLE = _Undecodable()
-UNDECODABLE_MESSAGE = "the request is not a valid protobuf message of this method (strings must be UTF-8)"
-
-
-class RejectUndecodable(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is untyped
-    """INVALID_ARGUMENT for a unary request that cannot be decoded (invalid UTF-8 in a string field, not
-    protobuf at all). gRPC itself would answer UNKNOWN with the exception's class in the details."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
-            return handler
-        decode, behaviour = handler.request_deserializer, handler.unary_unary
-        method = handler_call_details.method
-
-        def deserializer(data: bytes) -> Any:
-            try:
-                return decode(data)
-            except DecodeError:
-                return _UNDECODABLE
-
-        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            if request is _UNDECODABLE:
-                log.info("request", method=method, status="INVALID_ARGUMENT", error="undecodable request")
-                metrics.observe_refusal(method, "INVALID_ARGUMENT", time.perf_counter())
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
-            return await behaviour(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary, request_deserializer=deserializer, response_serializer=handler.response_serializer
-        )
-
-
-class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
-    """Decode, one service call, encode. UNAVAILABLE until ``attach`` hands over a ready service."""
-
-    def __init__(self) -> None:
-        self._service: RecommendationService | None = None
-
-    def attach(self, service: RecommendationService) -> None:
-        self._service = service
-
-    def _ready(self) -> RecommendationService:
-        if self._service is None:
-            raise Unavailable("the server is starting; retry")
-        return self._service
-
-    async def _call(
-        self,
-        method: str,
-        context: grpc.aio.ServicerContext[Any, Any],
-        fields: dict[str, object],
-        run: Callable[[RecommendationService], Coroutine[Any, Any, T]],
-        encode: Callable[[T], Any],
-    ) -> Any:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        message = ""
-        response: Any = None
-        in_flight = metrics.REQUESTS_IN_FLIGHT.labels(method)
-        in_flight.inc()
-        try:
-            response = encode(await _within_deadline(context, run(self._ready())))
-        except ServiceError as exc:
-            code, message = status_for(exc), str(exc)
-        except asyncio.CancelledError:
-            # gRPC cancels the handler when the client goes away or its deadline passes; say which.
-            remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0.0
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            log.exception("request failed", method=method, **fields)
-            code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
-        finally:
-            in_flight.dec()
-            elapsed = time.perf_counter() - started
-            metrics.REQUEST_SECONDS.labels(method, code.name).observe(elapsed)
-            log.info(
-                "request", method=method, **fields, status=code.name, latency_ms=round(elapsed * 1000.0, 2)
-            )
-        if code is not grpc.StatusCode.OK:
-            await context.abort(code, message)
-        return response
-
-    async def Recommend(
-        self, request: recommender_pb2.RecommendRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> recommender_pb2.RecommendResponse:
-        response: recommender_pb2.RecommendResponse = await self._call(
-            "Recommend",
-            context,
-            {"user_id": request.user_id, "k": request.k},
-            lambda svc: svc.recommend(
-                request.user_id,
-                request.k,
-                include_genres=list(request.genres.include),
-                exclude_genres=list(request.genres.exclude),
-                include_seen=request.include_seen,
-            ),
-            encode_recommendations,
-        )
-        return response
-
-    async def SimilarItems(
-        self, request: recommender_pb2.SimilarItemsRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> recommender_pb2.SimilarItemsResponse:
-        response: recommender_pb2.SimilarItemsResponse = await self._call(
-            "SimilarItems",
-            context,
-            {"item_id": request.item_id, "k": request.k},
-            lambda svc: svc.similar_items(request.item_id, request.k),
-            encode_similar,
-        )
-        return response
-
-    async def GetUserProfile(
-        self, request: recommender_pb2.GetUserProfileRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> recommender_pb2.UserProfile:
-        response: recommender_pb2.UserProfile = await self._call(
-            "GetUserProfile",
-            context,
-            {"user_id": request.user_id},
-            lambda svc: svc.user_profile(request.user_id),
-            encode_profile,
-        )
-        return response
-
-
-# -- assembly and lifecycle -----------------------------------------------------------------------------
-
-
-def load_learned_ranker(settings: Settings, dim: int) -> LearnedRanker | None:
-    """The trained ranker ``CURRENT`` under ``settings.ranker_dir``, or None (plain fusion) when none was
-    trained or it does not fit this index; either way the choice is logged."""
-    from ranker.model.serving import current_version, load_ranker
-
-    version = current_version(settings.ranker_dir)
-    if version is None:
-        log.info("no trained ranker; serving plain fusion", ranker_dir=str(settings.ranker_dir))
-        return None
-    ranker = load_ranker(settings.ranker_dir / version)
-    if ranker.dim != dim:
-        log.warning(
-            "trained ranker does not match the index; serving plain fusion", dim=ranker.dim, index_dim=dim
-        )
-        return None
-    log.info("trained ranker loaded", version=ranker.version, items=len(ranker.universe_ids))
-    return ranker
-
-
-def load_snapshot(settings: Settings) -> Snapshot:
-    """Index + catalogue from ``settings.index_dir`` (blocking: run it in a thread)."""
-    from ranker.retrieval import load_artifacts
-
-    index, catalogue = load_artifacts(settings.index_dir)
-    snapshot = Snapshot(index, catalogue, learned=load_learned_ranker(settings, index.dim))
-    log.info(
-        "index loaded",
-        version=snapshot.version,
-        items=len(index),
-        dim=index.dim,
-        kind=index.kind,
-        missing_metadata=snapshot.missing_metadata,
-    )
-    return snapshot
-
-
-async def open_postgres_store(settings: Settings) -> ClosableStore:
-    from llmrec.store.postgres import PostgresStore
-
-    store = PostgresStore.from_settings(settings.postgres, name="llmrec-api")
-    try:
-        await store.open()
-        await store.ping()
-    except BaseException:
-        await store.close()
-        raise
-    return store
 
 
 class ApiServer:
@@ -445,8 +186,6 @@ class ApiServer:
 def _start_metrics(settings: Settings) -> None:
     if settings.api.metrics_port <= 0:
         return
-    from prometheus_client import start_http_server
-
     start_http_server(settings.api.metrics_port, addr=settings.api.host)
 
 
@@ -484,9 +223,7 @@ def serve(settings: Settings) -> None:
     """Entry point of ``llmrec serve``: blocks until SIGTERM / SIGINT, then stops gracefully. With
     ``api.processes`` > 1, runs that many processes on the port (``grpc_api.processes``)."""
     if settings.api.processes > 1:
-        from grpc_api.processes import serve_processes
-
-        raise SystemExit(serve_processes(settings))
+        raise SystemExit(serve_processes(settings, serve_one))
     serve_one(settings)
 
 

@@ -19,7 +19,7 @@ import asyncio
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -192,17 +192,13 @@ class Snapshot:
 
 
 def interaction_of(seen: SeenItem) -> Interaction:
-    """The strongest evidence kind for a seen item.
-
-    ``SeenItem`` carries the rating; ``event_types`` and ``status`` are read when the store provides them
-    (requested from the store's owner), so a review-only or completed title is explained as such.
-    """
+    """The strongest evidence kind for a seen item: rated, else reviewed, else completed (its latest watch
+    status), else watched."""
     if seen.rating is not None:
         return Interaction.RATED
-    kinds: Any = getattr(seen, "event_types", None) or ()
-    if EventType.REVIEW in kinds:
+    if EventType.REVIEW in seen.event_types:
         return Interaction.REVIEWED
-    if getattr(seen, "status", None) == WatchStatus.COMPLETED:
+    if seen.status is WatchStatus.COMPLETED:
         return Interaction.COMPLETED
     return Interaction.WATCHED
 

@@ -1,1 +1,2 @@
-"""Offline jobs: build the item index, train the ranker. Called by the CLI, the demo and deploy/."""
+"""Offline jobs: build the item index, train the ranker, tune and evaluate, write the event schemas. Called
+by the CLI, the demo and deploy/."""

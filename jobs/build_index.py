@@ -21,8 +21,10 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from encoder_triton.client import encode_corpus
 from llmrec.artifacts import catalogue_path, publish_dir
-from llmrec.catalogue import Catalogue
+from llmrec.catalogue import Catalogue, load_catalogue
+from llmrec.data_source import resolve_data_source
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
 from ranker.retrieval import INDEX_KINDS, IndexKind, ItemIndex
@@ -133,10 +135,6 @@ def build_index(
 def build_index_from_settings(settings: Settings, progress: bool = True) -> IndexSummary:
     """``llmrec build-index``: the catalogue from the data source in settings, embedded by the Triton
     encoder the settings point at."""
-    from encoder_triton.client import encode_corpus
-    from llmrec.catalogue import load_catalogue
-    from llmrec.data_source import resolve_data_source
-
     source = resolve_data_source(settings)
     log.info("building catalogue", source=source.describe())
     catalogue = load_catalogue(source)

@@ -3,8 +3,11 @@
 Data: the MAL Completed lists (``mal-completed``, 5-core) from the full data when present, else from the
 shipped sample (``llmrec/sample_data``). Item vectors: the API's item index (``settings.index_dir``), so
 the ranker's semantic space is the one the stream's profiles live in; interactions with items the index
-lacks are dropped before the k-core filter. Parameters: the tuned ones from ``reports/tuned_params.json``
-when ``llmrec tune --models llmrec`` has run, else the registry defaults.
+lacks are dropped before the k-core filter. Parameters: the tuned ones from ``tuned_params.json`` in
+``settings.reports_dir`` when ``llmrec tune --models llmrec`` has run, else the registry defaults.
+
+``train_ranker_from_settings`` is those steps from the settings (``llmrec train-ranker`` and the demo);
+``train_ranker`` the training itself from explicit folders (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ from typing import Any
 import numpy as np
 
 from llmrec.artifacts import align_rows, load_item_vectors
+from llmrec.data_source import DataSource, resolve_data_source
 from llmrec.logs import get_logger
+from llmrec.settings import Settings
 from ranker.interactions import InteractionData, k_core
 from ranker.model.recommender import LLMRec, variant
 from ranker.model.serving import save_ranker
 from ranker.model.side_info import side_information
 from research.datasets import LOADERS, MAL_COMPLETED
 from research.llmrec_specs import DEFAULTS
+from research.registry import resolved_params
+from research.tuning import load_tuned
 
 log = get_logger(__name__)
 
@@ -92,3 +99,33 @@ def train_ranker(
     )
     log.info("ranker trained", folder=str(folder), users=stats.users, items=stats.items)
     return summary
+
+
+@dataclass(frozen=True)
+class SettingsTraining:
+    """A ``train_ranker_from_settings`` run: its summary, the data it read, where its parameters came from."""
+
+    summary: TrainSummary
+    source: DataSource
+    tuned: bool
+
+    @property
+    def parameters(self) -> str:
+        return f"{'tuned' if self.tuned else 'default'} parameters"
+
+    def __str__(self) -> str:
+        return f"{self.summary} ({self.source.describe()}, {self.parameters})"
+
+
+def train_ranker_from_settings(
+    settings: Settings, tuned_path: Path | None = None, *, seed: int = 42
+) -> SettingsTraining:
+    """Train on the data source the settings name (the full data, else the shipped sample) with the index's
+    vectors and the tuned llmrec parameters in ``tuned_path`` (default: ``tuned_params.json`` in
+    ``settings.reports_dir``; registry defaults when it has none); save under ``settings.ranker_dir`` and
+    point ``CURRENT`` at the new version."""
+    source = resolve_data_source(settings)
+    tuned = load_tuned(tuned_path or settings.reports_dir / "tuned_params.json")
+    params = resolved_params(tuned, MAL_COMPLETED, "llmrec")
+    summary = train_ranker(source.path, settings.index_dir, settings.ranker_dir, params=params, seed=seed)
+    return SettingsTraining(summary, source, tuned=bool(params))

@@ -7,13 +7,16 @@ The defaults describe the single-machine stack that ``llmrec up`` starts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The checkout (or installed tree) this package lives in: the default of ``Settings.root``, and the place of
+# files that belong to the code rather than to a deployment (the Triton model repository, the shipped data).
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -149,6 +152,7 @@ class PostgresSettings(BaseModel):
     def conninfo(self) -> str:
         """The libpq connection string: the DSN with the password and TLS settings applied. Holds the
         password: hand it to psycopg, never to a log."""
+        # Imported here: psycopg takes 0.2 s to import, and every command (`llmrec --help` too) imports this.
         from psycopg.conninfo import make_conninfo
 
         extra: dict[str, str] = {}
@@ -272,16 +276,31 @@ class PreferenceSettings(BaseModel):
     decay_unit_s: float = 30 * 24 * 3600.0
 
 
+def _under_root(*parts: str) -> Callable[[dict[str, Any]], Path]:
+    """A default factory: ``root / parts`` for the ``root`` this settings object was given."""
+
+    def default(data: dict[str, Any]) -> Path:
+        return Path(data.get("root", REPO_ROOT)).joinpath(*parts)
+
+    return default
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LLMREC_", env_nested_delimiter="__", frozen=True, extra="ignore"
     )
 
+    # The one folder every relative project path resolves against (LLMREC_ROOT), whatever the working
+    # directory: the state, artifact and report folders below default to folders inside it.
+    root: Path = REPO_ROOT
     # Runtime state of the local stack: PIDs, server data folders, logs.
-    state_dir: Path = REPO_ROOT / ".llmrec"
-    # Built artefacts: item catalogue, embeddings and the FAISS index.
-    artifacts_dir: Path = REPO_ROOT / "artifacts"
-    # The full real data; the shipped sample is used when this folder is absent.
+    state_dir: Path = Field(default_factory=_under_root(".llmrec"))
+    # Built artefacts: item catalogue, embeddings and the FAISS index, trained rankers and encoders.
+    artifacts_dir: Path = Field(default_factory=_under_root("artifacts"))
+    # Evaluation results and reports (tuned_params.json, eval.json, ...) that the commands read and write.
+    reports_dir: Path = Field(default_factory=_under_root("reports"))
+    # The full real data; the shipped sample is used when this folder is absent. Input shared by checkouts,
+    # so it sits beside the checkout rather than under ``root``.
     data_dir: Path = REPO_ROOT.parent / "shared" / "data"
     log_level: str = "INFO"
     log_json: bool = False
@@ -292,6 +311,13 @@ class Settings(BaseSettings):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     preferences: PreferenceSettings = Field(default_factory=PreferenceSettings)
+
+    @field_validator("root")
+    @classmethod
+    def _absolute_root(cls, root: Path) -> Path:
+        # A relative LLMREC_ROOT is taken from the working directory once, at load, so later changes of
+        # directory do not move it.
+        return root.expanduser().absolute()
 
     @cached_property
     def index_dir(self) -> Path:

@@ -155,6 +155,3 @@ def k_core(data: InteractionData, k: int = 5) -> InteractionData:
             break
         keep = still
     return data.subset(np.flatnonzero(keep))
-
-
-# --- loaders ---

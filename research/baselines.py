@@ -8,7 +8,8 @@ each user's known items (``exclude_known``) so every model is excluded the same 
 - ``ItemKNN``: item-item cosine similarity over the users' binary vectors, each item keeping its ``k`` most
   similar neighbours; a user's score for j = sum of sim(i, j) over the items i they have.
 - ``EASE`` (Steck 2019): closed-form item-item ridge regression with a zero diagonal,
-  ``B = I - P / diag(P)`` (off-diagonal ``-P_ij / P_jj``) where ``P = (X^T X + lambda I)^-1``.
+  ``B = I - P / diag(P)`` (off-diagonal ``-P_ij / P_jj``) where ``P = (X^T X + lambda I)^-1``: the domain's
+  ``ranker.model.ease.ease_matrix``, the same function the llmrec model's collaborative branch fits.
 - ``BPRMF`` (``bpr``): matrix factorisation trained with the BPR pairwise loss in PyTorch on CPU (uniform
   negatives).
 
@@ -24,14 +25,16 @@ regression on its item factors (``ridge_fold_in``). Each other model documents i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ranker.interactions import IntArray
 from ranker.model.base import Matrix, Recommender
+from ranker.model.ease import ease_matrix
 
 
 def exclude_known(scores: Matrix, known: Matrix) -> Matrix:
@@ -43,11 +46,12 @@ def exclude_known(scores: Matrix, known: Matrix) -> Matrix:
 
 
 def ridge_fold_in(
-    history: Matrix, item_factors: Matrix, reg: float, alpha: float = 10.0
+    history: Matrix, item_factors: npt.NDArray[np.floating[Any]], reg: float, alpha: float = 10.0
 ) -> npt.NDArray[np.float64]:
     """User factors for new users, by the weighted-ridge user step of implicit ALS (Hu et al. 2008): each
     history item is a target of 1 with confidence ``1 + alpha``, every other item a target of 0 with
-    confidence 1, and ``u = (V^T V + alpha V_p^T V_p + reg I)^-1 (1 + alpha) V_p^T 1``."""
+    confidence 1, and ``u = (V^T V + alpha V_p^T V_p + reg I)^-1 (1 + alpha) V_p^T 1``. With a binary
+    training matrix as ``history`` it is also the exact iALS half-step (``factor_models.ImplicitMF``)."""
     v = item_factors.astype(np.float64)
     gram = v.T @ v + reg * np.eye(v.shape[1])
     out = np.zeros((history.shape[0], v.shape[1]))
@@ -57,6 +61,36 @@ def ridge_fold_in(
             continue
         out[row] = np.linalg.solve(gram + alpha * vp.T @ vp, (1.0 + alpha) * vp.sum(axis=0))
     return out
+
+
+def bpr_fold_in(history: Matrix, item_factors: Matrix, item_bias: Matrix) -> Matrix:
+    """Scores for new users of a factor model trained with the BPR loss (``bpr``, ``vbpr_text``,
+    ``implicit-bpr``): their factors by ``ridge_fold_in``, regularised relative to the item factors' scale
+    (so one setting suits any trained embedding size), dotted with the item factors, plus the item bias."""
+    reg = 0.1 * float(np.mean(np.sum(item_factors**2, axis=1))) + 1e-6
+    users = ridge_fold_in(history, item_factors, reg)
+    scores: Matrix = (users @ item_factors.T + item_bias[None, :]).astype(np.float32)
+    return scores
+
+
+def positives(train: Matrix) -> tuple[IntArray, IntArray]:
+    """The (user, item) indices of the training matrix's interactions, row by row."""
+    users, items = np.nonzero(train)
+    return users.astype(np.int64), items.astype(np.int64)
+
+
+def bpr_triples(
+    users: IntArray, items: IntArray, n_items: int, epochs: int, batch_size: int, rng: np.random.Generator
+) -> Iterator[tuple[IntArray, IntArray, IntArray]]:
+    """The (user, positive, negative) mini-batches of BPR training: each epoch shuffles the positives and
+    draws one uniform negative per positive. A sampled negative is occasionally a positive (densities are a
+    few per cent), which BPR tolerates and which keeps sampling vectorised."""
+    for _ in range(epochs):
+        order = rng.permutation(users.size)
+        negatives = rng.integers(0, n_items, size=users.size)
+        for start in range(0, order.size, batch_size):
+            sel = order[start : start + batch_size]
+            yield users[sel], items[sel], negatives[sel]
 
 
 class Popularity(Recommender):
@@ -128,13 +162,7 @@ class EASE(_UserRowsModel):
 
     def _fit(self, train: Matrix) -> None:
         self._keep_rows(train)
-        # float64 for the inverse: a Gram matrix of thousands of items is poorly conditioned for a small reg.
-        gram = train.T.astype(np.float64) @ train.astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.reg
-        p = np.linalg.inv(gram)
-        b = -p / np.diag(p)[None, :]
-        np.fill_diagonal(b, 0.0)
-        self._b = b.astype(np.float32)
+        self._b = ease_matrix(train, self.reg)
 
     def _item_matrix(self) -> Matrix:
         return self._b
@@ -165,31 +193,22 @@ class BPRMF(Recommender):
         torch.manual_seed(self.config.seed)
         cfg = self.config
         n_users, n_items = train.shape
-        users, items = np.nonzero(train)
+        users, items = positives(train)
         rng = np.random.default_rng(cfg.seed)
         gen = torch.Generator().manual_seed(cfg.seed)
         user_emb = torch.nn.Parameter(torch.randn(n_users, cfg.factors, generator=gen) * 0.01)
         item_emb = torch.nn.Parameter(torch.randn(n_items, cfg.factors, generator=gen) * 0.01)
         item_bias = torch.nn.Parameter(torch.zeros(n_items))
         opt = torch.optim.Adam([user_emb, item_emb, item_bias], lr=cfg.lr)
-        n = users.size
-        for _ in range(cfg.epochs):
-            order = rng.permutation(n)
-            # Uniform negatives; a sampled negative is occasionally a positive (density ~4%), which BPR
-            # tolerates and which keeps sampling vectorised.
-            negatives = rng.integers(0, n_items, size=n)
-            for start in range(0, n, cfg.batch_size):
-                sel = order[start : start + cfg.batch_size]
-                u = torch.from_numpy(users[sel])
-                i = torch.from_numpy(items[sel])
-                j = torch.from_numpy(negatives[sel])
-                eu, ei, ej = user_emb[u], item_emb[i], item_emb[j]
-                diff = (eu * (ei - ej)).sum(dim=1) + item_bias[i] - item_bias[j]
-                reg = eu.pow(2).sum() + ei.pow(2).sum() + ej.pow(2).sum()
-                loss = -torch.nn.functional.logsigmoid(diff).mean() + cfg.weight_decay * reg / sel.size
-                opt.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
-                opt.step()
+        for batch in bpr_triples(users, items, n_items, cfg.epochs, cfg.batch_size, rng):
+            u, i, j = (torch.from_numpy(x) for x in batch)
+            eu, ei, ej = user_emb[u], item_emb[i], item_emb[j]
+            diff = (eu * (ei - ej)).sum(dim=1) + item_bias[i] - item_bias[j]
+            reg = eu.pow(2).sum() + ei.pow(2).sum() + ej.pow(2).sum()
+            loss = -torch.nn.functional.logsigmoid(diff).mean() + cfg.weight_decay * reg / u.numel()
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
         with torch.no_grad():
             self._users = user_emb.detach().numpy().copy()
             self._items = item_emb.detach().numpy().copy()
@@ -200,8 +219,4 @@ class BPRMF(Recommender):
         return scores
 
     def _score_history(self, history: Matrix, sequences: Sequence[IntArray] | None) -> Matrix:
-        # Regularised relative to the item factors' scale, so one setting suits any trained embedding size.
-        reg = 0.1 * float(np.mean(np.sum(self._items**2, axis=1))) + 1e-6
-        users = ridge_fold_in(history, self._items, reg)
-        scores: Matrix = (users @ self._items.T + self._bias[None, :]).astype(np.float32)
-        return scores
+        return bpr_fold_in(history, self._items, self._bias)

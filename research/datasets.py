@@ -24,6 +24,10 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from llmrec.catalogue import build_catalogue
+from llmrec.data_source import find_data_file, open_data_file
+from llmrec.datasets import ReplaySummary, TitleIndex, read_watchlists
+from llmrec.events.schema import RatingEvent, WatchEvent
 from ranker.interactions import InteractionData, k_core
 
 MAL_COMPLETED = "mal-completed"
@@ -35,11 +39,6 @@ _MOVIELENS_DIR = "movielens-latest-small"
 
 
 def load_mal_completed(data_dir: Path) -> InteractionData:
-    # Imported here so that the metrics, splits and baselines stay importable without the llmrec readers.
-    from llmrec.catalogue import build_catalogue
-    from llmrec.datasets import ReplaySummary, TitleIndex, read_watchlists
-    from llmrec.events.schema import RatingEvent, WatchEvent
-
     catalogue = build_catalogue(data_dir)
     titles = TitleIndex.from_data(data_dir, catalogue)
     pairs: dict[tuple[str, int], float] = {}
@@ -55,8 +54,6 @@ def load_mal_completed(data_dir: Path) -> InteractionData:
 
 
 def load_mal_rating23(data_dir: Path) -> InteractionData:
-    from llmrec.data_source import find_data_file, open_data_file
-
     path = find_data_file(data_dir / _COOPERUNION_DIR, "rating_23.csv")
     if path is None:
         raise FileNotFoundError(f"rating_23.csv not found under {data_dir / _COOPERUNION_DIR}")

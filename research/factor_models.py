@@ -27,32 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from ranker.interactions import IntArray
-from ranker.model.base import Recommender
-from research.baselines import Matrix, ridge_fold_in
-
-if TYPE_CHECKING:
-    import torch
+from ranker.model.base import Matrix, Recommender
+from research.baselines import bpr_fold_in, bpr_triples, positives, ridge_fold_in
 
 F64 = npt.NDArray[np.float64]
-
-
-def _als_side(x: Matrix, other: F64, reg: float, alpha: float) -> F64:
-    """One exact half-step of iALS: the factors of every row of ``x`` given the other side's factors."""
-    gram = other.T @ other + reg * np.eye(other.shape[1])
-    out = np.zeros((x.shape[0], other.shape[1]))
-    for row in range(x.shape[0]):
-        idx = np.flatnonzero(x[row])
-        if idx.size == 0:
-            continue
-        vp = other[idx]
-        out[row] = np.linalg.solve(gram + alpha * vp.T @ vp, (1.0 + alpha) * vp.sum(axis=0))
-    return out
 
 
 def _cg_side(x: Matrix, other: F64, start: F64, reg: float, alpha: float, steps: int = 3) -> F64:
@@ -109,7 +93,7 @@ class ImplicitMF(Recommender):
         for _ in range(cfg.iterations):
             items = _cg_side(train_t, users, items, cfg.reg, cfg.alpha)
             users = _cg_side(train, items, users, cfg.reg, cfg.alpha)
-        users = _als_side(train, items, cfg.reg, cfg.alpha)
+        users = ridge_fold_in(train, items, cfg.reg, cfg.alpha)
         self._users, self._items = users, items
 
     def _score(self, users: IntArray) -> Matrix:
@@ -122,14 +106,7 @@ class ImplicitMF(Recommender):
 
 
 def _seed_torch(seed: int) -> None:
-    import torch
-
     torch.manual_seed(seed)
-
-
-def _positives(train: Matrix) -> tuple[IntArray, IntArray]:
-    users, items = np.nonzero(train)
-    return users.astype(np.int64), items.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -152,8 +129,6 @@ class NeuMF(Recommender):
         self.config = config or NCFConfig()
 
     def _build(self, n_users: int, n_items: int) -> None:
-        import torch
-
         cfg = self.config
         half = cfg.mlp_layers[0] // 2
         self._gmf_u = torch.nn.Embedding(n_users, cfg.factors)
@@ -171,15 +146,11 @@ class NeuMF(Recommender):
         self._out = torch.nn.Linear(cfg.factors + width, 1)
 
     def _logits(self, gu: torch.Tensor, mu: torch.Tensor, gi: torch.Tensor, mi: torch.Tensor) -> torch.Tensor:
-        import torch
-
         hidden = torch.cat([gu * gi, self._mlp(torch.cat([mu, mi], dim=-1))], dim=-1)
         out: torch.Tensor = self._out(hidden).squeeze(-1)
         return out
 
     def _fit(self, train: Matrix) -> None:
-        import torch
-
         cfg = self.config
         _seed_torch(cfg.seed)
         n_users, n_items = train.shape
@@ -193,7 +164,7 @@ class NeuMF(Recommender):
             *self._out.parameters(),
         ]
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        pos_u, pos_i = _positives(train)
+        pos_u, pos_i = positives(train)
         rng = np.random.default_rng(cfg.seed)
         loss_fn = torch.nn.BCEWithLogitsLoss()
         for _ in range(cfg.epochs):
@@ -215,8 +186,6 @@ class NeuMF(Recommender):
                 opt.step()
 
     def _score_vectors(self, gu: torch.Tensor, mu: torch.Tensor) -> Matrix:
-        import torch
-
         with torch.no_grad():
             n_items = self._gmf_i.weight.shape[0]
             gi, mi = self._gmf_i.weight, self._mlp_i.weight
@@ -227,15 +196,11 @@ class NeuMF(Recommender):
         return np.stack(rows).astype(np.float32) if rows else np.zeros((0, n_items), np.float32)
 
     def _score(self, users: IntArray) -> Matrix:
-        import torch
-
         u = torch.from_numpy(users)
         with torch.no_grad():
             return self._score_vectors(self._gmf_u(u), self._mlp_u(u))
 
     def _score_history(self, history: Matrix, sequences: Sequence[IntArray] | None) -> Matrix:
-        import torch
-
         _seed_torch(self.config.seed)
         n = history.shape[0]
         gu = torch.zeros(n, self._gmf_u.weight.shape[1], requires_grad=True)
@@ -276,12 +241,10 @@ class LightGCN(Recommender):
         self.config = config or LightGCNConfig()
 
     def _fit(self, train: Matrix) -> None:
-        import torch
-
         cfg = self.config
         _seed_torch(cfg.seed)
         n_users, n_items = train.shape
-        pos_u, pos_i = _positives(train)
+        pos_u, pos_i = positives(train)
         user_deg = np.maximum(train.sum(axis=1), 1.0)
         item_deg = np.maximum(train.sum(axis=0), 1.0)
         norm = 1.0 / np.sqrt(user_deg[pos_u] * item_deg[pos_i])
@@ -303,21 +266,17 @@ class LightGCN(Recommender):
                 out.append(torch.sparse.mm(adj, out[-1]))
             return out
 
-        for _ in range(cfg.epochs):
-            order = rng.permutation(pos_u.size)
-            negatives = rng.integers(0, n_items, size=pos_u.size)
-            for start in range(0, order.size, cfg.batch_size):
-                sel = order[start : start + cfg.batch_size]
-                final = torch.stack(propagate()).mean(dim=0)
-                u = torch.from_numpy(pos_u[sel])
-                i = torch.from_numpy(n_users + pos_i[sel])
-                j = torch.from_numpy(n_users + negatives[sel])
-                diff = (final[u] * (final[i] - final[j])).sum(dim=1)
-                reg = ego[u].pow(2).sum() + ego[i].pow(2).sum() + ego[j].pow(2).sum()
-                loss = -torch.nn.functional.logsigmoid(diff).mean() + cfg.reg * reg / sel.size
-                opt.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
-                opt.step()
+        for users, items, negatives in bpr_triples(pos_u, pos_i, n_items, cfg.epochs, cfg.batch_size, rng):
+            final = torch.stack(propagate()).mean(dim=0)
+            u = torch.from_numpy(users)
+            i = torch.from_numpy(n_users + items)
+            j = torch.from_numpy(n_users + negatives)
+            diff = (final[u] * (final[i] - final[j])).sum(dim=1)
+            reg = ego[u].pow(2).sum() + ego[i].pow(2).sum() + ego[j].pow(2).sum()
+            loss = -torch.nn.functional.logsigmoid(diff).mean() + cfg.reg * reg / users.size
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
         with torch.no_grad():
             layers = [t.numpy().copy() for t in propagate()]
         final_np = np.mean(layers, axis=0)
@@ -360,8 +319,6 @@ class VBPRText(Recommender):
         self.config = config or VBPRConfig()
 
     def _fit(self, train: Matrix) -> None:
-        import torch
-
         features = self._context.item_features
         if features is None or features.shape[0] != train.shape[1]:
             raise ValueError("vbpr_text needs FitContext.item_features, one row per item")
@@ -379,27 +336,21 @@ class VBPRText(Recommender):
         beta = torch.nn.Parameter(torch.zeros(feats.shape[1]))
         bias = torch.nn.Parameter(torch.zeros(n_items))
         opt = torch.optim.Adam([gu, gi, tu, proj, beta, bias], lr=cfg.lr)
-        pos_u, pos_i = _positives(train)
+        pos_u, pos_i = positives(train)
         rng = np.random.default_rng(cfg.seed)
 
         def item_score(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
             f = feats[i]
             return bias[i] + (gu[u] * gi[i]).sum(1) + (tu[u] * (f @ proj)).sum(1) + f @ beta
 
-        for _ in range(cfg.epochs):
-            order = rng.permutation(pos_u.size)
-            negatives = rng.integers(0, n_items, size=pos_u.size)
-            for start in range(0, order.size, cfg.batch_size):
-                sel = order[start : start + cfg.batch_size]
-                u = torch.from_numpy(pos_u[sel])
-                i = torch.from_numpy(pos_i[sel])
-                j = torch.from_numpy(negatives[sel])
-                diff = item_score(u, i) - item_score(u, j)
-                reg = gu[u].pow(2).sum() + gi[i].pow(2).sum() + gi[j].pow(2).sum() + tu[u].pow(2).sum()
-                loss = -torch.nn.functional.logsigmoid(diff).mean() + cfg.reg * reg / sel.size
-                opt.zero_grad()
-                loss.backward()  # type: ignore[no-untyped-call]
-                opt.step()
+        for batch in bpr_triples(pos_u, pos_i, n_items, cfg.epochs, cfg.batch_size, rng):
+            u, i, j = (torch.from_numpy(x) for x in batch)
+            diff = item_score(u, i) - item_score(u, j)
+            reg = gu[u].pow(2).sum() + gi[i].pow(2).sum() + gi[j].pow(2).sum() + tu[u].pow(2).sum()
+            loss = -torch.nn.functional.logsigmoid(diff).mean() + cfg.reg * reg / u.numel()
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
         with torch.no_grad():
             self._users = torch.cat([gu, tu], dim=1).numpy().copy()
             self._items = torch.cat([gi, feats @ proj], dim=1).numpy().copy()
@@ -410,7 +361,4 @@ class VBPRText(Recommender):
         return scores
 
     def _score_history(self, history: Matrix, sequences: Sequence[IntArray] | None) -> Matrix:
-        reg = 0.1 * float(np.mean(np.sum(self._items**2, axis=1))) + 1e-6
-        users = ridge_fold_in(history, self._items, reg)
-        scores: Matrix = (users @ self._items.T + self._bias[None, :]).astype(np.float32)
-        return scores
+        return bpr_fold_in(history, self._items, self._bias)

@@ -41,6 +41,7 @@ def item_text_features(data: InteractionData, data_dir: Path, index_dir: Path) -
         if stored is not None and np.isin(np.array(data.item_ids), stored["ids"]).all():
             ids, vectors = stored["ids"], stored["vectors"]
         else:
+            # Lazy: the encoder pulls transformers, needed only when the cache misses.
             from encoder_triton.encoder import Encoder
 
             texts = _movielens_texts(data_dir)

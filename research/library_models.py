@@ -22,8 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ranker.interactions import IntArray
-from ranker.model.base import Recommender
-from research.baselines import Matrix, ridge_fold_in
+from ranker.model.base import Matrix, Recommender
+from research.baselines import bpr_fold_in, ridge_fold_in
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class ImplicitBPR(_ImplicitModel):
         self.config = config or ImplicitBPRConfig()
 
     def _library_model(self) -> Any:
-        from implicit.bpr import BayesianPersonalizedRanking
+        from implicit.bpr import BayesianPersonalizedRanking  # heavy, optional: only these models use it
 
         c = self.config
         return BayesianPersonalizedRanking(
@@ -87,10 +87,7 @@ class ImplicitBPR(_ImplicitModel):
 
     def _fold_in(self, history: Matrix) -> Matrix:
         # The last factor is the item bias (the user side holds a constant 1 there).
-        items, bias = self._items[:, :-1], self._items[:, -1]
-        reg = 0.1 * float(np.mean(np.sum(items**2, axis=1))) + 1e-6  # as ``bpr``: relative to the scale
-        users = ridge_fold_in(history, items, reg)
-        return (users @ items.T + bias[None, :]).astype(np.float32)
+        return bpr_fold_in(history, self._items[:, :-1], self._items[:, -1])
 
 
 class ImplicitALS(_ImplicitModel):
@@ -101,7 +98,7 @@ class ImplicitALS(_ImplicitModel):
         self.config = config or ImplicitALSConfig()
 
     def _library_model(self) -> Any:
-        from implicit.als import AlternatingLeastSquares
+        from implicit.als import AlternatingLeastSquares  # heavy, optional: only these models use it
 
         c = self.config
         return AlternatingLeastSquares(

@@ -13,6 +13,7 @@ from typing import Any
 
 from ranker.model.base import Recommender
 from ranker.model.recommender import VARIANTS, LLMRec, variant
+from research.model_spec import ModelSpec
 from research.tuning import ParamSpec, SearchSpace
 
 P = ParamSpec
@@ -57,10 +58,8 @@ def builder(name: str) -> Callable[[Mapping[str, Any], int], Recommender]:
     return build
 
 
-def model_specs() -> dict[str, Any]:
-    """``ModelSpec`` per variant name (imported lazily: the harness registry imports this module)."""
-    from research.registry import ModelSpec
-
+def model_specs() -> dict[str, ModelSpec]:
+    """``ModelSpec`` per variant name, for the harness registry's table."""
     # The ablations are not tuned on their own: each takes llmrec's tuned parameters (the no-fusion one only
     # the branches' settings), so it differs from llmrec only by what it removes.
     return {

@@ -1,5 +1,6 @@
-"""Every baseline by its report name: how to build it from parameters, its defaults, its search space,
-and what data it needs. ``llmrec tune`` and ``llmrec eval`` read this table; nothing else names models.
+"""Every model by its report name (a ``model_spec.ModelSpec``): how to build it from parameters, its
+defaults, its search space, and what data it needs. ``llmrec tune`` and ``llmrec eval`` read this table;
+nothing else names models.
 
 Search spaces are sized for a 2-core CPU (epochs and widths capped) and are the same for every data set.
 """
@@ -7,13 +8,11 @@ Search spaces are sized for a 2-core CPU (epochs and widths capped) and are the 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from ranker.interactions import InteractionData
 from ranker.model.base import Recommender
 from research.baselines import BPRMF, EASE, BPRConfig, ItemKNN, Popularity
-from research.evaluate import ModelFactory
 from research.factor_models import (
     ImplicitMF,
     LightGCN,
@@ -25,36 +24,13 @@ from research.factor_models import (
     VBPRText,
 )
 from research.library_models import ImplicitALS, ImplicitALSConfig, ImplicitBPR, ImplicitBPRConfig
+from research.llmrec_specs import model_specs
+from research.model_spec import ModelSpec
 from research.sequential import BERT4Rec, SASRec, SequentialConfig
-from research.splits import PROTOCOL_RANDOM, PROTOCOL_TEMPORAL
+from research.splits import PROTOCOL_TEMPORAL
 from research.tuning import Params, ParamSpec, SearchSpace, tuned_params
 
 P = ParamSpec
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    build: Callable[[Mapping[str, Any], int], Recommender]  # (params, seed) -> unfitted model
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    space: SearchSpace = field(default_factory=dict)
-    needs_timestamps: bool = False  # sequential models: only where the data has a real time order
-    needs_text: bool = False  # needs item text features
-    # Whose validation part tunes it: protocol (a) for every model but the sequential ones, which predict
-    # the next item and are tuned on protocol (c)'s (each user's second-to-last item, in time order).
-    tune_protocol: str = PROTOCOL_RANDOM
-    # Not tuned on its own: it takes ``tuned_as``'s tuned parameters (those it accepts), as an ablation takes
-    # the full model's, so that the two differ only by what the ablation removes.
-    tuned_as: str | None = None
-    # Parameters taken from another model's tuned entry on the same data set, {parameter: model}: the llmrec
-    # model's collaborative branch is EASE, with the EASE baseline's tuned regularisation.
-    borrowed: Mapping[str, str] = field(default_factory=dict)
-
-    def accepts(self, param: str) -> bool:
-        return param in self.defaults or param in self.space
-
-    def factory(self, params: Mapping[str, Any] | None = None) -> ModelFactory:
-        merged = {**self.defaults, **(params or {})}
-        return lambda seed: self.build(merged, seed)
 
 
 def _sequential(cls: type[SASRec] | type[BERT4Rec]) -> Callable[[Mapping[str, Any], int], Recommender]:
@@ -173,16 +149,8 @@ LIBRARY_MODELS: dict[str, ModelSpec] = {
     ),
 }
 MODEL_SPECS.update(LIBRARY_MODELS)
-
-
-def _register_llmrec() -> None:
-    """Our model and its ablations (``research.llmrec_specs``): in the table, but not in ``BASELINES``."""
-    from research.llmrec_specs import model_specs
-
-    MODEL_SPECS.update(model_specs())
-
-
-_register_llmrec()
+# Our model and its ablations (``research.llmrec_specs``): in the table, but not in ``BASELINES``.
+MODEL_SPECS.update(model_specs())
 
 
 def borrowed_params(tuned: Mapping[str, Any], dataset: str, name: str) -> Params:

@@ -10,12 +10,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from llmrec.logs import get_logger
 from ranker.interactions import InteractionData
 from research.datasets import load_dataset
 from research.evaluate import EvalRecord, Features, ModelFactory, run_eval
+from research.item_text import item_text_features
 from research.registry import BASELINES, MODEL_SPECS, applicable, borrowed_params, resolved_params
 from research.splits import PROTOCOL_ALIASES, PROTOCOL_RANDOM, make_split
 from research.tuning import TuneResult, load_tuned, save_tuned, tune_model
@@ -31,9 +34,6 @@ def single_thread_torch() -> None:
     20 x 20 similarity blocks), where a second thread buys little and costs a lot on a loaded 2-core machine
     (threads spin waiting for each other when the cores are busy: a 20-item ILD matrix product took ~0.1 s
     instead of microseconds there). Only EASE's one large inverse loses, at most 2x."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
     torch.set_num_threads(1)
     threadpool_limits(1)
 
@@ -47,8 +47,6 @@ def text_features(
 ) -> dict[str, Features]:
     """Item text features per data set, for the models that use them; a set whose features cannot be
     built (no index, no encoder) is left out and those models are skipped on it, with a warning."""
-    from research.item_text import item_text_features
-
     out: dict[str, Features] = {}
     for name, data in datasets.items():
         try:

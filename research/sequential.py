@@ -23,16 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from ranker.interactions import IntArray
-from ranker.model.base import Recommender
-from research.baselines import Matrix
-
-if TYPE_CHECKING:
-    import torch
+from ranker.model.base import Matrix, Recommender
 
 
 @dataclass(frozen=True)
@@ -76,8 +72,6 @@ class _Transformer:
     """Token + position embeddings, a stack of pre-norm encoder layers, output tied to the item embeddings."""
 
     def __init__(self, n_tokens: int, cfg: SequentialConfig) -> None:
-        import torch
-
         self.tokens = torch.nn.Embedding(n_tokens, cfg.dim, padding_idx=0)
         self.positions = torch.nn.Embedding(cfg.max_len, cfg.dim)
         # Small initial embeddings (BERT's 0.02): with torch's default N(0, 1) the output scores of rarely
@@ -97,8 +91,6 @@ class _Transformer:
         )
 
     def hidden(self, tokens: torch.Tensor, causal: bool) -> torch.Tensor:
-        import torch
-
         length = tokens.shape[1]
         pos = torch.arange(length).unsqueeze(0)
         x = self.dropout(self.tokens(tokens) + self.positions(pos))
@@ -128,8 +120,6 @@ class _SequentialRecommender(Recommender):
         raise NotImplementedError
 
     def _fit(self, train: Matrix) -> None:
-        import torch
-
         sequences = self._context.sequences
         if sequences is None or len(sequences) != train.shape[0]:
             raise ValueError(f"{self.name} needs FitContext.sequences, one per user")
@@ -161,14 +151,10 @@ class _SequentialRecommender(Recommender):
         self, hidden: torch.Tensor, targets: torch.Tensor, n_items: int, rng: np.random.Generator
     ) -> torch.Tensor:
         """Full softmax cross-entropy over the catalogue (BERT4Rec); SASRec overrides it."""
-        import torch
-
         logits = self._net.item_logits(hidden, n_items)
         return torch.nn.functional.cross_entropy(logits, targets)
 
     def _score_sequences(self, sequences: Sequence[IntArray]) -> Matrix:
-        import torch
-
         queries = _left_pad([self._query(s) for s in sequences], self.config.max_len)
         out = []
         with torch.no_grad():
@@ -203,8 +189,6 @@ class SASRec(_SequentialRecommender):
     def _loss(
         self, hidden: torch.Tensor, targets: torch.Tensor, n_items: int, rng: np.random.Generator
     ) -> torch.Tensor:
-        import torch
-
         if self.config.loss == "ce":
             return super()._loss(hidden, targets, n_items, rng)
         if self.config.loss != "bce":

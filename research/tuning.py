@@ -120,7 +120,7 @@ def tune_model(
 ) -> TuneResult:
     """Best parameters of ``n_trials`` TPE trials by validation ``metric`` (higher is better). A model
     with an empty search space is fitted once with ``defaults``."""
-    import optuna
+    import optuna  # heavy (sqlalchemy, alembic): only tuning pays for it
 
     started = time.perf_counter()
     if not search_space:

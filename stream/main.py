@@ -1,9 +1,10 @@
 """``run_worker(settings)``: the ``llmrec worker`` process.
 
 Start order (each step before anything consumes): database schema, Kafka topics, item vectors, the
-PostgreSQL pool and the Triton client, then the Faust app. ``worker ready`` is logged once the consumer
-has joined its group and received its partitions. SIGTERM stops Faust first, which waits until every
-event taken from Kafka is applied or dead-lettered and commits the offsets, then the pools close.
+PostgreSQL pool and the Triton client, then the Faust app. ``worker ready`` (``llmrec.lifecycle``) is
+logged once the consumer has joined its group and received its partitions. SIGTERM stops Faust first,
+which waits until every event taken from Kafka is applied or dead-lettered and commits the offsets, then
+the pools close.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mode import Service
 
 from encoder_triton.client import EncoderClient
 from llmrec.events.topics import ensure_system_topics
+from llmrec.lifecycle import WORKER_PARTITIONS_ASSIGNED, WORKER_READY
 from llmrec.logs import configure_logging, get_logger
 from llmrec.settings import Settings
 from llmrec.store import migrate
@@ -137,6 +139,14 @@ def lag_reporter(app: faust.App) -> Callable[[Sequence[EventT[Any]]], None]:
     return report
 
 
+def announce_assignment(group: str, partitions: int, *, first: bool) -> None:
+    """Log a partition assignment: the first one is the readiness line the process harness waits for."""
+    if first:
+        log.info(WORKER_READY, group=group, partitions=partitions)
+    else:
+        log.info(WORKER_PARTITIONS_ASSIGNED, partitions=partitions)
+
+
 def build_worker(settings: Settings) -> tuple[faust.App, WorkerResources]:
     app = create_app(settings)
     if settings.worker.fast_delivery:
@@ -157,11 +167,8 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerResources]:
     async def on_partitions_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         nonlocal ready_logged
         assigned = len(args[0]) if args else 0
-        if not ready_logged:
-            ready_logged = True
-            log.info("worker ready", group=settings.kafka.consumer_group, partitions=assigned)
-        else:
-            log.info("partitions assigned", partitions=assigned)
+        announce_assignment(settings.kafka.consumer_group, assigned, first=not ready_logged)
+        ready_logged = True
 
     app.on_partitions_assigned.connect(on_partitions_assigned)
     return app, resources

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from encoder_triton.sentiment.head import SentimentHead, save_head
+from encoder_triton.sentiment_head import SentimentHead, save_head
 from encoder_triton.training.backbones import encoder_of, scratch_roberta, train_bpe_tokenizer
 from encoder_triton.training.presets import TINY
 from llmrec.settings import TritonSettings

@@ -25,9 +25,9 @@ import numpy.typing as npt
 from encoder_triton.encoder import Encoder
 from encoder_triton.sentiment.data import TAGS, Review, load_reviews, resolve_reviews_dir, split_reviews
 from encoder_triton.sentiment.embed import cache_key, embed_cached, load_encoder
-from encoder_triton.sentiment.head import HeadConfig, config_dict, save_head, train_head
 from encoder_triton.sentiment.metrics import evaluate, fit_thresholds, macro_f1, spearman, to_classes
 from encoder_triton.sentiment.vader import vader_scores
+from encoder_triton.sentiment_head import HeadConfig, config_dict, save_head, train_head
 
 DEFAULT_OUT_DIR = Path("artifacts/sentiment")
 DEFAULT_REPORTS_DIR = Path("reports")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from llmrec.events.schema import EventType
+from llmrec.events.schema import EventType, WatchStatus
 from llmrec.preference_state import PreferenceState
 
 
@@ -60,10 +60,14 @@ class StoredProfile:
 
 @dataclass(frozen=True)
 class SeenItem:
+    """One item a user interacted with, aggregated over all their events about it."""
+
     item_id: int
-    strength: float
-    event_time: datetime
-    rating: float | None
+    strength: float  # the events' undecayed strengths, summed
+    event_time: datetime  # the latest event's
+    rating: float | None  # the latest rating, None when the user never rated the item
+    event_types: frozenset[EventType]  # every kind of event the user sent about the item
+    status: WatchStatus | None  # the latest watch status, None when no watch event carried one
 
 
 class ProfileUpdater(Protocol):

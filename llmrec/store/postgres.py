@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from llmrec.events.schema import EventType
+from llmrec.events.schema import EventType, WatchStatus
 from llmrec.logs import get_logger
 from llmrec.preference_state import PreferenceState, Vector
 from llmrec.settings import PostgresSettings
@@ -105,16 +105,25 @@ FROM user_profiles WHERE user_id = %s AND vector_sum IS NOT NULL
 """
 
 # One row per item: a user may rate, review and watch the same title. Strength is the sum of the
-# events' undecayed strengths, so liked items come first and disliked ones last.
+# events' undecayed strengths, so liked items come first and disliked ones last. The event kinds and the
+# latest watch status say how the user knew the item ("which you reviewed", "which you completed").
 _SEEN_ITEMS = """
 SELECT item_id,
        sum(strength) AS strength,
        max(event_time) AS event_time,
-       (array_agg(rating ORDER BY event_time DESC) FILTER (WHERE rating IS NOT NULL))[1] AS rating
+       (array_agg(rating ORDER BY event_time DESC) FILTER (WHERE rating IS NOT NULL))[1] AS rating,
+       array_agg(DISTINCT event_type) AS event_types,
+       (array_agg(status ORDER BY event_time DESC, event_id DESC) FILTER (WHERE status IS NOT NULL))[1]
+           AS status
 FROM interactions WHERE user_id = %s
 GROUP BY item_id
 ORDER BY strength DESC, item_id
 LIMIT %s
+"""
+
+
+_USERS_WITH_PROFILES = """
+SELECT user_id FROM user_profiles WHERE vector_sum IS NOT NULL ORDER BY user_id LIMIT %s
 """
 
 
@@ -165,8 +174,15 @@ def _profile(row: Any) -> StoredProfile | None:
 
 def _seen(rows: list[Any]) -> list[SeenItem]:
     return [
-        SeenItem(item_id=item_id, strength=float(strength), event_time=event_time, rating=rating)
-        for item_id, strength, event_time, rating in rows
+        SeenItem(
+            item_id=item_id,
+            strength=float(strength),
+            event_time=event_time,
+            rating=rating,
+            event_types=frozenset(EventType(t) for t in event_types),
+            status=WatchStatus(status) if status is not None else None,
+        )
+        for item_id, strength, event_time, rating, event_types, status in rows
     ]
 
 
@@ -341,9 +357,77 @@ class PostgresStore:
             raise StoreUnavailable(f"read_user failed: {type(exc).__name__}: {exc}") from exc
         return _profile(row), _seen(rows)
 
+    async def users_with_profiles(self, limit: int) -> list[str]:
+        """Up to ``limit`` ids of users with a profile (those ``Recommend`` personalises), in id order."""
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(_USERS_WITH_PROFILES, (limit,))
+                return [str(row[0]) for row in await cur.fetchall()]
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"users_with_profiles failed: {type(exc).__name__}: {exc}") from exc
+
     async def ping(self) -> None:
         try:
             async with self._pool.connection() as conn:
                 await conn.execute("SELECT 1")
         except TRANSIENT_ERRORS as exc:
             raise StoreUnavailable(f"ping failed: {type(exc).__name__}: {exc}") from exc
+
+    # Reads by id prefix: a benchmark's or a test's run tags its events and users with a prefix of its own.
+
+    async def count_events(self, event_id_prefix: str) -> int:
+        """Ledger rows whose event id starts with ``event_id_prefix``."""
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM interactions WHERE event_id LIKE %s",
+                    (self._prefix_pattern(event_id_prefix),),
+                )
+                row = await cur.fetchone()
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"count_events failed: {type(exc).__name__}: {exc}") from exc
+        return int(row[0]) if row else 0
+
+    async def rows_with_prefix(self, prefix: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """The profiles of the users and the ledger rows of the events whose ids start with ``prefix``, for
+        comparing the state two runs left: ``(user_id, ratings, reviews, watch_events, weight_sum, ref_time,
+        last_event_time, vector_sum)`` ordered by user id (the vector as a list of floats), and ``(event_id,
+        user_id, item_id, event_type, strength)`` ordered by event id."""
+        pattern = self._prefix_pattern(prefix)
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT user_id, ratings, reviews, watch_events, weight_sum, ref_time, last_event_time, "
+                    "vector_sum::real[] FROM user_profiles WHERE user_id LIKE %s ORDER BY user_id",
+                    (pattern,),
+                )
+                profiles = await cur.fetchall()
+                cur = await conn.execute(
+                    "SELECT event_id, user_id, item_id, event_type, strength FROM interactions "
+                    "WHERE event_id LIKE %s ORDER BY event_id",
+                    (pattern,),
+                )
+                events = await cur.fetchall()
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"rows_with_prefix failed: {type(exc).__name__}: {exc}") from exc
+        return [tuple(row) for row in profiles], [tuple(row) for row in events]
+
+    @staticmethod
+    def _prefix_pattern(prefix: str) -> str:
+        """A LIKE pattern matching the ids that start with ``prefix`` (its own % and _ taken literally)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"{escaped}%"
+
+    async def most_active_users(self, limit: int) -> list[str]:
+        """Up to ``limit`` ids of the users with the most applied events, reviewers first (their profiles
+        use sentiment too), then by id: the users ``llmrec demo`` shows."""
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT user_id FROM interactions GROUP BY user_id "
+                    "ORDER BY bool_or(event_type = 'review') DESC, count(*) DESC, user_id LIMIT %s",
+                    (limit,),
+                )
+                return [str(row[0]) for row in await cur.fetchall()]
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"most_active_users failed: {type(exc).__name__}: {exc}") from exc

@@ -8,7 +8,7 @@ Raw branch features (``FEATURES``), each user's first three standardised by thei
 deviation over the universe (z-scores), the last two with global constants from training:
 
 - ``collab``: the collaborative branch, ``binary history @ B``, ``B`` the EASE item-item matrix
-  (closed-form ridge regression with a zero diagonal, fitted on the training matrix);
+  (``ease.ease_matrix``: closed-form ridge regression with a zero diagonal, fitted on the training matrix);
 - ``collab_pref``: the same with the history weighted by the preference module (signed strengths x decay);
 - ``semantic``: cosine between the preference vector and the item's language-model vector;
 - ``popularity``: ``log1p(training interactions of the item)``;
@@ -32,9 +32,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ranker.interactions import IntArray
+from ranker.model.ease import ease_matrix
+
 FloatMatrix = npt.NDArray[np.float32]
 BoolMatrix = npt.NDArray[np.bool_]
-IntArray = npt.NDArray[np.int64]
 
 FEATURES = ("collab", "collab_pref", "semantic", "popularity", "activity")
 N_FEATURES = len(FEATURES)
@@ -42,16 +44,6 @@ COLLAB = FEATURES.index("collab")
 COLLAB_PREF = FEATURES.index("collab_pref")
 SEMANTIC = FEATURES.index("semantic")
 _EPS = 1e-6
-
-
-def ease_matrix(train: FloatMatrix, reg: float) -> FloatMatrix:
-    """EASE's ``B = I - P / diag(P)`` with ``P = (X^T X + reg I)^-1``, diagonal zeroed (float64 inverse)."""
-    gram = train.T.astype(np.float64) @ train.astype(np.float64)
-    gram[np.diag_indices_from(gram)] += reg
-    p = np.linalg.inv(gram)
-    b = -p / np.diag(p)[None, :]
-    np.fill_diagonal(b, 0.0)
-    return b.astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)

@@ -4,7 +4,7 @@ Three parts (see each module): the user preference module (``profiles``), the br
 collaborative (EASE) and a semantic (language-model item vectors) branch (``features``), and the fusion
 layer trained with the pairwise hinge loss (``network``, ``training``).
 
-Variants registered for ``llmrec eval --models`` (``registry``):
+Variants (the harness registers them for ``llmrec eval --models`` in ``research.llmrec_specs``):
 
 - ``llmrec``: hybrid fusion, dynamic preference profiles, MiniLM item vectors;
 - ``llmrec-no-pref``: the preference module replaced by uniform weights (every history item 1: no

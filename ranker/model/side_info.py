@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ranker.interactions import InteractionData
+from ranker.interactions import IntArray, InteractionData
 from ranker.model.base import FitContext
 
 FloatMatrix = npt.NDArray[np.float32]
@@ -39,14 +39,19 @@ def _unit_rows(matrix: npt.ArrayLike) -> FloatMatrix:
     return out
 
 
-def interaction_matrices(data: InteractionData) -> tuple[FloatMatrix, FloatMatrix]:
-    """Dense ratings (rescaled to 1..10) and timestamps, NaN where a pair has none."""
-    scale = data.rating_scale
-    ratings = np.full((data.n_users, data.n_items), np.nan, dtype=np.float32)
-    times = np.full((data.n_users, data.n_items), np.nan, dtype=np.float32)
-    ratings[data.users, data.items] = data.ratings * scale
+def interaction_matrices(
+    data: InteractionData, rows: IntArray | None = None, shape: tuple[int, ...] | None = None
+) -> tuple[FloatMatrix, FloatMatrix]:
+    """Dense ratings (rescaled to 1..10) and timestamps of the given interaction rows (all by default), NaN
+    where a pair has none; ``shape`` defaults to users x items."""
+    sel = slice(None) if rows is None else rows
+    size = shape or (data.n_users, data.n_items)
+    ratings = np.full(size, np.nan, dtype=np.float32)
+    times = np.full(size, np.nan, dtype=np.float32)
+    users, items = data.users[sel], data.items[sel]
+    ratings[users, items] = data.ratings[sel] * data.rating_scale
     # float32 holds Unix seconds to ~2 minutes: plenty for a decay measured in 30-day units.
-    times[data.users, data.items] = data.timestamps
+    times[users, items] = data.timestamps[sel]
     return ratings, times
 
 
@@ -65,9 +70,5 @@ def side_from_context(context: FitContext, shape: tuple[int, ...]) -> SideInform
         raise ValueError("llmrec needs the data set, its training rows and item text features")
     if features.shape[0] != shape[1] or data.n_users != shape[0]:
         raise ValueError(f"side information does not match a {shape} training matrix")
-    scale = data.rating_scale
-    ratings = np.full(shape, np.nan, dtype=np.float32)
-    times = np.full(shape, np.nan, dtype=np.float32)
-    ratings[data.users[rows], data.items[rows]] = data.ratings[rows] * scale
-    times[data.users[rows], data.items[rows]] = data.timestamps[rows]
+    ratings, times = interaction_matrices(data, rows, shape)
     return SideInformation(_unit_rows(features), ratings, times, "harness item text features")

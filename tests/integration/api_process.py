@@ -2,7 +2,7 @@
 
 Imported as ``from api_process import ...`` (pytest puts this folder on ``sys.path``). The index the
 server loads is a published index over the shipped sample catalogue with synthetic genre vectors
-(``grpc_api.testing.genre_embeddings``), so no encoder is needed to serve.
+(``tests.synthetic.genre_embeddings``), so no encoder is needed to serve.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import numpy as np
 from deploy.env import settings_env
 from deploy.process import ManagedProcess, spawn
 from deploy.stack import grpc_serving, llmrec_command
-from grpc_api.testing import genre_embeddings
 from jobs.build_index import build_index
 from llmrec.catalogue import Catalogue, build_catalogue
 from llmrec.data_source import SAMPLE_DIR
 from llmrec.settings import Settings
+from tests.synthetic import genre_embeddings
 
 
 def publish_sample_index(settings: Settings, dim: int = 64, seed: int = 11) -> Catalogue:

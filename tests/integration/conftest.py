@@ -252,8 +252,10 @@ def settings_factory(
         root = state_dir or tmp_path_factory.mktemp("llmrec-state")
         worker_web, worker_metrics, api_port, api_metrics = free_ports(4)
         values: dict[str, Any] = {
+            "root": root,
             "state_dir": root,
             "artifacts_dir": root / "artifacts",
+            "reports_dir": root / "reports",
             "data_dir": Settings.model_fields["data_dir"].default,
             "log_level": "INFO",
             "log_json": False,

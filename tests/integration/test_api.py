@@ -21,16 +21,24 @@ from pydantic import SecretStr
 from grpc_api.client import RecommenderClient
 from grpc_api.errors import DeadlineExceeded, InvalidRequest, NotFound
 from grpc_api.server import SERVICE_NAME, ApiServer
-from grpc_api.testing import genre_embeddings
 from jobs.build_index import build_index
 from llmrec.catalogue import Catalogue, build_catalogue
 from llmrec.data_source import SAMPLE_DIR
-from llmrec.events.schema import EventType
+from llmrec.events.schema import EventType, WatchStatus
 from llmrec.preference_state import PreferenceState
 from llmrec.settings import ApiSettings, PostgresSettings, Settings
 from llmrec.store import LedgerEntry, migrate
 from llmrec.store.postgres import PostgresStore
-from ranker.preferences import Contribution, DecayPolicy, SignalWeights, apply_contributions, rating_signal
+from ranker.fusion import PROFILE_REASON
+from ranker.preferences import (
+    Contribution,
+    DecayPolicy,
+    SignalWeights,
+    apply_contributions,
+    rating_signal,
+    sentiment_signal,
+)
+from tests.synthetic import genre_embeddings
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +54,9 @@ class Api:
     vectors: dict[int, np.ndarray]
     fan: str  # a user who rated Sci-Fi titles highly
     fan_seen: list[int]
+    critic: str  # a user who reviewed ``reviewed`` and completed ``completed``, rating neither
+    reviewed: int  # a Sci-Fi title that is not Romance
+    completed: int  # a Romance title that is not Sci-Fi
 
 
 def sample_items() -> Catalogue:
@@ -67,6 +78,15 @@ def updater_for(vectors: dict[int, np.ndarray]):  # type: ignore[no-untyped-def]
         }
 
     return update
+
+
+def critic_titles(catalogue: Catalogue) -> tuple[int, int]:
+    """A Sci-Fi title without Romance and a Romance title without Sci-Fi, sharing no genre, each with as
+    few genres as possible (so the two explain disjoint parts of the catalogue)."""
+    fewest = sorted(catalogue, key=lambda i: (len(i.genres), i.item_id))
+    scifi = next(i for i in fewest if "Sci-Fi" in i.genres and "Romance" not in i.genres)
+    romance = next(i for i in fewest if "Romance" in i.genres and not set(i.genres) & set(scifi.genres))
+    return scifi.item_id, romance.item_id
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +119,29 @@ async def api(postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> As
         )
         for n, item_id in enumerate(scifi)
     ]
+    critic = f"critic-{uuid.uuid4().hex[:8]}"
+    reviewed, completed = critic_titles(catalogue)
+    entries += [
+        LedgerEntry(
+            event_id=f"{critic}-review",
+            user_id=critic,
+            item_id=reviewed,
+            event_type=EventType.REVIEW,
+            event_time=T0,
+            strength=sentiment_signal(0.9, SignalWeights()),
+            sentiment=0.9,
+        ),
+        LedgerEntry(
+            event_id=f"{critic}-watch",
+            user_id=critic,
+            item_id=completed,
+            event_type=EventType.WATCH,
+            event_time=T0 + timedelta(days=1),
+            strength=0.3,
+            status=WatchStatus.COMPLETED.value,
+            episodes_watched=12,
+        ),
+    ]
     async with PostgresStore(postgres_dsn) as store:
         await store.apply_batch(entries, updater_for(vectors))
 
@@ -107,7 +150,7 @@ async def api(postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> As
     await server.wait_ready(60)
     client = RecommenderClient(f"127.0.0.1:{port}", timeout_s=5.0)
     try:
-        yield Api(server, client, catalogue, vectors, fan, scifi)
+        yield Api(server, client, catalogue, vectors, fan, scifi, critic, reviewed, completed)
     finally:
         client.close()
         await server.stop(1.0)
@@ -146,6 +189,26 @@ async def test_personalised_recommendations_follow_the_profile(api: Api) -> None
     assert any(
         i.reason.endswith("which you rated 9") and i.reason[5:].split(",")[0] in titles for i in answer.items
     )
+
+
+async def test_reasons_say_reviewed_and_completed(api: Api) -> None:
+    """A review and a completed watch reach the answer's reasons as such, through PostgreSQL and the wire."""
+    reviewed = f"like {api.catalogue[api.reviewed].title}, which you reviewed"
+    completed = f"like {api.catalogue[api.completed].title}, which you completed"
+    scifi = await call(
+        api.client.recommend, api.critic, k=5, include_genres=["Sci-Fi"], exclude_genres=["Romance"]
+    )
+    romance = await call(
+        api.client.recommend, api.critic, k=5, include_genres=["Romance"], exclude_genres=["Sci-Fi"]
+    )
+    assert scifi.strategy == romance.strategy == "personalized"
+    assert scifi.items and romance.items
+    assert scifi.items[0].reason == reviewed
+    assert romance.items[0].reason == completed
+    assert {i.reason for i in scifi.items + romance.items} <= {reviewed, completed, PROFILE_REASON}
+    profile = await call(api.client.user_profile, api.critic)
+    assert (profile.ratings, profile.reviews, profile.watch_events) == (0, 1, 1)
+    assert profile.last_event_time == T0 + timedelta(days=1)
 
 
 async def test_cold_start_for_an_unknown_user(api: Api) -> None:

@@ -25,12 +25,12 @@ from pydantic import SecretStr
 from grpc_api.client import RecommenderClient
 from grpc_api.errors import RemoteError, Unavailable
 from grpc_api.server import SERVICE_NAME, ApiServer
-from grpc_api.testing import genre_embeddings
 from jobs.build_index import build_index
 from llmrec.catalogue import build_catalogue
 from llmrec.data_source import SAMPLE_DIR
 from llmrec.settings import ApiSettings, PostgresSettings, Settings
 from llmrec.store import migrate
+from tests.synthetic import genre_embeddings
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,6 @@ import pytest
 from pydantic import SecretStr
 
 from grpc_api.server import SERVICE_NAME, ApiServer
-from grpc_api.testing import genre_embeddings
 from jobs.build_index import build_index
 from llmrec.catalogue import Catalogue, build_catalogue
 from llmrec.data_source import SAMPLE_DIR
@@ -28,6 +27,7 @@ from llmrec.settings import ApiSettings, PostgresSettings, Settings
 from llmrec.store import migrate
 from llmrec.v1 import recommender_pb2 as pb
 from llmrec.v1 import recommender_pb2_grpc
+from tests.synthetic import genre_embeddings
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer
 
+from jobs.publishing import publish_file, replay
 from llmrec.events.producer import EventProducer, PublishError
-from llmrec.events.publishing import publish_file, replay
 from llmrec.events.schema import RatingEvent, ReviewEvent, ReviewTag, WatchEvent, WatchStatus
 from llmrec.events.topics import ensure_topics, system_topics
 from llmrec.events.validation import AnyEvent, parse_event

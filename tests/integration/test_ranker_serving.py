@@ -21,7 +21,6 @@ from pydantic import SecretStr
 
 from grpc_api.client import RecommenderClient
 from grpc_api.server import ApiServer
-from grpc_api.testing import genre_embeddings
 from jobs.build_index import build_index
 from jobs.train_ranker import TrainSummary, train_ranker
 from llmrec.catalogue import build_catalogue
@@ -33,6 +32,7 @@ from llmrec.store import LedgerEntry, migrate
 from llmrec.store.postgres import PostgresStore
 from ranker.model.profiles import interaction_strengths
 from ranker.preferences import Contribution, DecayPolicy, apply_contributions
+from tests.synthetic import genre_embeddings
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""PostgresStore against a real PostgreSQL: schema, idempotent batches, locking, the real[] fallback."""
+"""PostgresStore against a real PostgreSQL: schema, idempotent batches, locking, the real[] fallback, and
+the in-memory fake (``llmrec.store.fake``) reading back what PostgreSQL does."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from llmrec.events.schema import EventType
+from llmrec.events.schema import EventType, WatchStatus
 from llmrec.preference_state import PreferenceState
 from llmrec.store import LedgerEntry, migrate
+from llmrec.store.fake import FakeStore
 from llmrec.store.postgres import PostgresStore
 from ranker.preferences import Contribution, DecayPolicy, apply_contributions
 
@@ -51,6 +53,7 @@ def entry(
     strength: float = 0.4,
     event_type: EventType = EventType.RATING,
     rating: float | None = 9.0,
+    status: WatchStatus | None = None,
 ) -> LedgerEntry:
     return LedgerEntry(
         event_id=event_id,
@@ -60,6 +63,7 @@ def entry(
         event_time=T0 + timedelta(hours=hours),
         strength=strength,
         rating=rating,
+        status=status.value if status is not None else None,
         source_topic="llmrec.ratings.v1",
         source_partition=0,
         source_offset=int(hours),
@@ -137,6 +141,73 @@ async def test_applying_the_same_batch_twice_changes_nothing(store: PostgresStor
         assert a is not None and b is not None
         np.testing.assert_array_equal(a.state.vector_sum, b.state.vector_sum)
         assert (a.state.weight_sum, a.ratings, a.updated_at) == (b.state.weight_sum, b.ratings, b.updated_at)
+
+
+def history(uid: str, user: str) -> list[LedgerEntry]:
+    """One user rating, reviewing and watching titles, a title more than once, plus another user."""
+    review, watch = EventType.REVIEW, EventType.WATCH
+    return [
+        entry(f"{uid}-r1", user, 7, 0, strength=0.1, rating=6.0),
+        entry(f"{uid}-r2", user, 7, 5, strength=0.2, rating=8.0),
+        entry(f"{uid}-v1", user, 7, 2, strength=0.3, event_type=review, rating=None),
+        entry(
+            f"{uid}-w1", user, 7, 1, strength=0.1, event_type=watch, rating=None, status=WatchStatus.WATCHING
+        ),
+        entry(
+            f"{uid}-w2", user, 7, 3, strength=0.3, event_type=watch, rating=None, status=WatchStatus.COMPLETED
+        ),
+        entry(f"{uid}-v2", user, 9, 4, strength=0.25, event_type=review, rating=None),
+        entry(
+            f"{uid}-w3", user, 11, 6, strength=0.2, event_type=watch, rating=None, status=WatchStatus.DROPPED
+        ),
+        entry(f"{uid}-x1", user, 8, 0, strength=-0.4, rating=1.0),
+        entry(f"{uid}-o1", f"{uid}-other", 7, 0),
+    ]
+
+
+async def test_seen_items_say_how_the_user_knew_each_item(store: PostgresStore, uid: str) -> None:
+    user = f"{uid}-u"
+    await store.apply_batch(history(uid, user), updater)
+    seen = {s.item_id: s for s in await store.seen_items(user)}
+    assert list(seen) == [7, 9, 11, 8]
+    assert seen[7].event_types == {EventType.RATING, EventType.REVIEW, EventType.WATCH}
+    assert seen[7].status is WatchStatus.COMPLETED  # the latest watch status
+    assert seen[7].rating == 8.0  # the latest rating
+    assert (seen[9].event_types, seen[9].status, seen[9].rating) == ({EventType.REVIEW}, None, None)
+    assert (seen[11].event_types, seen[11].status) == ({EventType.WATCH}, WatchStatus.DROPPED)
+    assert (seen[8].event_types, seen[8].status) == ({EventType.RATING}, None)
+    _, read = await store.read_user(user)
+    assert read == list(seen.values())
+
+
+async def test_the_in_memory_fake_reads_back_what_postgresql_does(store: PostgresStore, uid: str) -> None:
+    user, fake = f"{uid}-u", FakeStore()
+    entries = history(uid, user)
+    for batch in (entries[:4], entries[2:]):  # overlapping: the second batch repeats two events
+        real_result = await store.apply_batch(batch, updater)
+        assert await fake.apply_batch(batch, updater) == real_result
+    real_profile, real_seen = await store.read_user(user)
+    fake_profile, fake_seen = await fake.read_user(user)
+    assert real_profile is not None and fake_profile is not None
+    counts = ("ratings", "reviews", "watch_events", "last_event_time")
+    assert [getattr(fake_profile, c) for c in counts] == [getattr(real_profile, c) for c in counts]
+    np.testing.assert_allclose(fake_profile.state.vector_sum, real_profile.state.vector_sum, rtol=1e-5)
+    assert fake_profile.state.weight_sum == pytest.approx(real_profile.state.weight_sum)
+    assert [(s.item_id, s.event_time, s.rating, s.event_types, s.status) for s in fake_seen] == [
+        (s.item_id, s.event_time, s.rating, s.event_types, s.status) for s in real_seen
+    ]
+    assert [s.strength for s in fake_seen] == pytest.approx([s.strength for s in real_seen])
+    assert await fake.seen_items(user, limit=2) == fake_seen[:2]
+    assert await store.seen_items(user, limit=2) == real_seen[:2]
+
+
+async def test_users_with_profiles_lists_profiled_users_in_id_order(store: PostgresStore, uid: str) -> None:
+    await store.apply_batch(
+        [entry(f"{uid}-1", f"{uid}-b", 1, 0), entry(f"{uid}-2", f"{uid}-a", 2, 0)], updater
+    )
+    users = await store.users_with_profiles(1_000_000)
+    assert users == sorted(users) and {f"{uid}-a", f"{uid}-b"} <= set(users)
+    assert len(await store.users_with_profiles(1)) == 1
 
 
 async def test_an_overlapping_batch_applies_only_its_new_events(store: PostgresStore, uid: str) -> None:

@@ -1,6 +1,7 @@
 """Helpers for integration tests that run the worker as a process (``python -m stream``) against real Kafka
-and PostgreSQL: start and stop it, publish raw messages and learn where they landed, read a topic to its
-end, wait for the worker's group to catch up.
+and PostgreSQL: start and stop it (``deploy.worker``, the harness ``llmrec up`` and the benchmarks use),
+publish raw messages and learn where they landed, read a topic to its end, wait for the worker's group to
+catch up.
 
 The same patterns as ``test_worker.py``; new tests import them from here (``from workers import ...``:
 pytest puts this folder on ``sys.path``).
@@ -8,26 +9,35 @@ pytest puts this folder on ``sys.path``).
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from deploy.env import settings_env
+from deploy import worker as harness
+from deploy.worker import WorkerProcess
 from llmrec.events.lag import consumer_lag
 from llmrec.events.producer import producer_config
 from llmrec.events.topics import client_config
-from llmrec.settings import REPO_ROOT, Settings
+from llmrec.settings import Settings
 from ranker.retrieval import ItemIndex
+
+__all__ = [
+    "Position",
+    "Record",
+    "WorkerProcess",
+    "build_index",
+    "caught_up",
+    "publish_recorded",
+    "read_to_end",
+    "running_worker",
+    "wait_until",
+]
 
 
 def build_index(settings: Settings, item_ids: Sequence[int], dim: int = 16, seed: int = 3) -> None:
@@ -36,60 +46,10 @@ def build_index(settings: Settings, item_ids: Sequence[int], dim: int = 16, seed
     ItemIndex.build(list(item_ids), vectors).save(settings.index_dir)
 
 
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_line(self, text: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while text not in self.log():
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"worker exited ({self.process.returncode}) before {text!r}:\n{self.log()[-4000:]}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} within {timeout_s}s:\n{self.log()[-4000:]}")
-            time.sleep(0.1)
-
-    def stop(self, timeout_s: float = 60.0) -> int:
-        """SIGTERM, then wait; returns the exit code (a worker that ignores SIGTERM fails the test)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                raise AssertionError(
-                    f"worker ignored SIGTERM for {timeout_s}s:\n{self.log()[-4000:]}"
-                ) from None
-        return int(self.process.returncode)
-
-
-@contextlib.contextmanager
-def running_worker(settings: Settings, name: str = "worker") -> Iterator[WorkerProcess]:
-    """``python -m stream`` with exactly these settings in its environment, until ``worker ready``."""
-    log_path = settings.state_dir / f"{name}.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "stream"],
-            cwd=REPO_ROOT,
-            env=settings_env(settings),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    handle = WorkerProcess(process, log_path)
-    try:
-        handle.wait_for_line("worker ready", timeout_s=120)
-        yield handle
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+def running_worker(settings: Settings, name: str = "worker") -> AbstractContextManager[WorkerProcess]:
+    """``python -m stream`` with exactly these settings in its environment, from ``worker ready`` until the
+    block ends (then killed if still running); ``stop()`` fails when the worker ignores SIGTERM."""
+    return harness.running_worker(settings, name, strict_stop=True)
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

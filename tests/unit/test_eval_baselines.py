@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from ranker.model.base import FitContext, Recommender
+from ranker.model.ease import ease_matrix
+from research import baselines
 from research.baselines import BPRMF, EASE, BPRConfig, ItemKNN, Popularity, exclude_known
 from research.factor_models import (
     ImplicitMF,
@@ -167,6 +169,21 @@ class TestEASE(BaselineContract):
         a = x[:, others]
         coef = np.linalg.solve(a.T @ a + 10.0 * np.eye(others.size), a.T @ x[:, 0])
         np.testing.assert_allclose(model._b[others, 0], coef, atol=1e-4)
+
+    def test_item_matrix_is_the_domain_closed_form(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The headline "llmrec against EASE" compares the model with its own collaborative branch only if
+        # the baseline's B is the domain's ``ease_matrix`` (the one the llmrec model fits), not a copy of it.
+        train, _ = planted()
+        calls: list[np.ndarray] = []
+
+        def spy(x: np.ndarray, reg: float) -> np.ndarray:
+            calls.append(ease_matrix(x, reg))
+            return calls[-1]
+
+        monkeypatch.setattr(baselines, "ease_matrix", spy)
+        model = EASE(reg=10.0).fit(train)
+        assert len(calls) == 1 and model._item_matrix() is calls[0]
+        np.testing.assert_array_equal(model._item_matrix(), ease_matrix(train, 10.0))
 
 
 class TestBPRMF(BaselineContract):

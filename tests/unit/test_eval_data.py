@@ -7,9 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmrec.data_source import SAMPLE_DIR
 from ranker.interactions import InteractionData, k_core
-from research.datasets import load_mal_rating23, load_movielens
-from research.splits import PROTOCOL_RANDOM, Part, make_split, random_split, temporal_split
+from research.datasets import MAL_COMPLETED, load_dataset, load_mal_rating23, load_movielens
+from research.splits import (
+    PROTOCOL_COLD,
+    PROTOCOL_ITEM_STRATIFIED,
+    PROTOCOL_RANDOM,
+    PROTOCOL_SPARSE,
+    Part,
+    Split,
+    make_split,
+    random_split,
+    temporal_split,
+)
 
 
 def _grid(n_users: int, n_items: int, per_user: int, seed: int = 0, times: bool = False) -> InteractionData:
@@ -108,9 +119,6 @@ def test_movielens_reader_keeps_timestamps(tmp_path: Path) -> None:
 
 
 def test_mal_completed_loader_on_shipped_sample() -> None:
-    from llmrec.data_source import SAMPLE_DIR
-    from research.datasets import MAL_COMPLETED, load_dataset
-
     data = load_dataset(MAL_COMPLETED, SAMPLE_DIR)  # 5-core by default
     assert data.n_users > 10 and data.n_items > 10
     assert np.bincount(data.users).min() >= 5 and np.bincount(data.items).min() >= 5
@@ -120,8 +128,6 @@ def test_mal_completed_loader_on_shipped_sample() -> None:
 
 
 def test_item_stratified_split_holds_out_20_percent_of_every_item() -> None:
-    from research.splits import PROTOCOL_ITEM_STRATIFIED
-
     data = _grid(40, 10, 5)  # 200 rows over 10 items, ~20 per item
     split = make_split(data, PROTOCOL_ITEM_STRATIFIED, 3)
     assert split.protocol == PROTOCOL_ITEM_STRATIFIED
@@ -136,8 +142,6 @@ def test_item_stratified_split_holds_out_20_percent_of_every_item() -> None:
 
 
 def test_sparse_split_keeps_one_to_five_training_items_for_drawn_users() -> None:
-    from research.splits import PROTOCOL_SPARSE
-
     data = _grid(50, 60, 20)
     base = random_split(data, 5)
     split = make_split(data, PROTOCOL_SPARSE, 5)
@@ -153,8 +157,6 @@ def test_sparse_split_keeps_one_to_five_training_items_for_drawn_users() -> None
 
 
 def test_cold_split_gives_first_events_and_never_trains_on_cold_users() -> None:
-    from research.splits import PROTOCOL_COLD
-
     data = _grid(30, 40, 10, times=True)  # timestamps increase with row order
     split = make_split(data, PROTOCOL_COLD, 9)
     cold = split.eval_users
@@ -175,8 +177,6 @@ def test_sequences_follow_time_then_row_order() -> None:
     data = InteractionData.from_records(
         "t", ["a", "a", "a", "b"], [10, 20, 30, 10], timestamps=[5.0, 1.0, 5.0, 2.0]
     )
-    from research.splits import Split
-
     every = np.arange(data.n_interactions)
     seqs = Split(data, "x", 0, every, every[:0], every[:0]).sequences()
     items = np.array(data.item_ids)

@@ -12,9 +12,20 @@ import pytest
 
 from ranker.interactions import InteractionData
 from ranker.model.base import Recommender
-from research.baselines import Popularity
+from research.baselines import EASE, ItemKNN, Popularity
 from research.evaluate import evaluate_model, ranked_lists, run_eval, select_on_validation
-from research.splits import PROTOCOL_RANDOM, PROTOCOL_TEMPORAL, Part, random_split
+from research.registry import BASELINES, MODEL_SPECS, resolved_params
+from research.scaling import inference_time_curve
+from research.splits import (
+    PROTOCOL_COLD,
+    PROTOCOL_RANDOM,
+    PROTOCOL_TEMPORAL,
+    Part,
+    make_split,
+    random_split,
+    temporal_split,
+)
+from research.tuning import ParamSpec, TuneResult, load_tuned, save_tuned, tune_model, tuned_params
 
 
 def toy(n_users: int = 20, n_items: int = 30, seed: int = 0, times: bool = False) -> InteractionData:
@@ -105,8 +116,6 @@ def test_run_eval_writes_json_and_markdown(tmp_path: Path) -> None:
 
 
 def test_run_eval_merges_into_existing_records(tmp_path: Path) -> None:
-    from research.baselines import ItemKNN
-
     out = tmp_path / "eval.json"
     data = {"toy": toy()}
     run_eval(data, {"pop": lambda s: Popularity()}, seeds=[1, 2], out_path=out, progress=False)
@@ -145,8 +154,6 @@ class FoldInOracle(Oracle):
 
 
 def test_cold_protocol_scores_held_out_users_by_fold_in() -> None:
-    from research.splits import PROTOCOL_COLD, make_split
-
     data = toy(n_users=30, times=True)
     split = make_split(data, PROTOCOL_COLD, 4)
     model = FoldInOracle(data.matrix(split.test), data.matrix(split.fold_in))
@@ -157,9 +164,6 @@ def test_cold_protocol_scores_held_out_users_by_fold_in() -> None:
 
 
 def test_tune_model_searches_the_space_and_starts_from_defaults() -> None:
-    from research.baselines import EASE
-    from research.tuning import ParamSpec, tune_model
-
     split = random_split(toy(), 3)
     seen: list[float] = []
 
@@ -181,8 +185,6 @@ def test_tune_model_searches_the_space_and_starts_from_defaults() -> None:
 
 
 def test_tuned_params_file_merges(tmp_path: Path) -> None:
-    from research.tuning import TuneResult, load_tuned, save_tuned, tuned_params
-
     path = tmp_path / "tuned.json"
     save_tuned(path, {"n_trials": 3}, {"d1": {"ease": TuneResult({"reg": 5.0}, 0.3)}})
     save_tuned(path, {"n_trials": 3}, {"d1": {"mf": TuneResult({"factors": 8}, 0.2)}})
@@ -193,8 +195,6 @@ def test_tuned_params_file_merges(tmp_path: Path) -> None:
 
 
 def test_inference_time_curve_grows_the_data() -> None:
-    from research.scaling import inference_time_curve
-
     points = inference_time_curve(lambda seed: Popularity(), toy(n_users=40), (0.5, 1.0), scored_users=8)
     assert [p.share for p in points] == [0.5, 1.0]
     assert points[0].users == 20 and points[1].users == 40
@@ -203,8 +203,6 @@ def test_inference_time_curve_grows_the_data() -> None:
 
 
 def test_registry_names_match_models_and_defaults_sit_in_their_spaces() -> None:
-    from research.registry import BASELINES, MODEL_SPECS
-
     assert BASELINES == (
         "pop", "itemknn", "ease", "mf", "bpr", "ncf", "lightgcn", "vbpr_text", "sasrec", "bert4rec",
     )  # fmt: skip
@@ -243,8 +241,6 @@ class HistoryReader(Recommender):
 
 
 def test_history_readers_are_tested_on_train_and_validation_items_in_time_order() -> None:
-    from research.splits import temporal_split
-
     data = toy(times=True)
     split = temporal_split(data)
     model = HistoryReader()
@@ -261,8 +257,6 @@ def test_history_readers_are_tested_on_train_and_validation_items_in_time_order(
 
 
 def test_ablations_take_llmrecs_tuned_params_and_llmrec_borrows_the_ease_reg() -> None:
-    from research.registry import resolved_params
-
     tuned = {
         "datasets": {
             "d1": {
@@ -283,8 +277,6 @@ def test_ablations_take_llmrecs_tuned_params_and_llmrec_borrows_the_ease_reg() -
 
 
 def test_sequential_models_tune_on_the_temporal_protocol() -> None:
-    from research.registry import MODEL_SPECS
-
     assert {n for n, s in MODEL_SPECS.items() if s.tune_protocol == PROTOCOL_TEMPORAL} == {
         "sasrec",
         "bert4rec",

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cli.main import SCHEMA_DIR
+from jobs.event_schemas import SCHEMA_DIR
 from llmrec.events.schema import EventType, RatingEvent, ReviewEvent, WatchEvent, WatchStatus, json_schemas
 from llmrec.events.validation import InvalidEvent, RejectReason, encode_event, parse_event
 

@@ -18,14 +18,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from grpc_api.client import RecommenderClient
 from grpc_api.errors import DeadlineExceeded, InvalidRequest, NotFound, RemoteError, Unavailable
+from grpc_api.processes import child_settings
 from grpc_api.server import SERVICE_NAME, ApiServer, event_loop_factory
 from grpc_api.service import Snapshot
-from grpc_api.testing import InMemoryProfiles, Interaction, genre_embeddings
 from llmrec.catalogue import Item
 from llmrec.settings import ApiSettings, Settings
+from llmrec.store.fake import FakeStore
 from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
 from ranker.fusion import Candidates
 from ranker.retrieval import ItemIndex
+from tests.synthetic import Interaction, add_user, genre_embeddings
 
 T = TypeVar("T")
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -43,7 +45,7 @@ def snapshot(ranker: Any = None, items: list[Item] = ITEMS) -> Snapshot:
 @dataclass
 class Running:
     server: ApiServer
-    store: InMemoryProfiles
+    store: FakeStore
     client: RecommenderClient
     target: str
 
@@ -51,8 +53,8 @@ class Running:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-async def start(store: InMemoryProfiles, loader: Callable[[Settings], Snapshot]) -> Running:
-    async def factory(_: Settings) -> InMemoryProfiles:
+async def start(store: FakeStore, loader: Callable[[Settings], Snapshot]) -> Running:
+    async def factory(_: Settings) -> FakeStore:
         return store
 
     server = ApiServer(SETTINGS, store_factory=factory, snapshot_loader=loader)
@@ -63,8 +65,9 @@ async def start(store: InMemoryProfiles, loader: Callable[[Settings], Snapshot])
 
 @pytest.fixture
 async def api() -> AsyncIterator[Running]:
-    store = InMemoryProfiles()
-    store.add_user(
+    store = FakeStore()
+    add_user(
+        store,
         "u1",
         [Interaction(i, 0.4, T0 + timedelta(hours=i), rating=9.0) for i in (3, 6, 9)],  # Action titles
         {it.item_id: VECTORS[row] for row, it in enumerate(ITEMS)},
@@ -152,9 +155,9 @@ async def test_bugs_are_internal_without_details() -> None:
         def score(self, user_vector: np.ndarray, candidates: Candidates) -> np.ndarray:
             raise RuntimeError("secret internals /etc/passwd")
 
-    store = InMemoryProfiles()
-    store.add_user(
-        "u1", [Interaction(3, 0.4, T0, 9.0)], {it.item_id: VECTORS[r] for r, it in enumerate(ITEMS)}
+    store = FakeStore()
+    add_user(
+        store, "u1", [Interaction(3, 0.4, T0, 9.0)], {it.item_id: VECTORS[r] for r, it in enumerate(ITEMS)}
     )
     running = await start(store, lambda _: snapshot(Broken()))
     await running.server.wait_ready(10)
@@ -175,7 +178,7 @@ async def test_not_serving_until_ready_then_serving_then_not_serving_on_stop() -
         release.wait(10)
         return snapshot()
 
-    running = await start(InMemoryProfiles(), slow_loader)
+    running = await start(FakeStore(), slow_loader)
     try:
         assert await running.call(running.client.health) == "NOT_SERVING"
         assert await running.call(running.client.health, "") == "NOT_SERVING"
@@ -212,7 +215,7 @@ async def test_a_missing_index_fails_warm_up() -> None:
     def missing(_: Settings) -> Snapshot:
         raise FileNotFoundError("no index at artifacts/index; run `llmrec build-index`")
 
-    running = await start(InMemoryProfiles(), missing)
+    running = await start(FakeStore(), missing)
     try:
         with pytest.raises(FileNotFoundError, match="build-index"):
             await running.server.wait_ready(5)
@@ -259,8 +262,6 @@ def test_several_processes_need_a_fixed_port() -> None:
 
 
 def test_each_child_process_gets_its_own_metrics_port() -> None:
-    from grpc_api.processes import child_settings
-
     settings = Settings(api=ApiSettings(port=50600, metrics_port=19300, processes=3))
     assert [child_settings(settings, i).api.metrics_port for i in range(3)] == [19300, 19301, 19302]
     off = Settings(api=ApiSettings(port=50600, metrics_port=0, processes=2))

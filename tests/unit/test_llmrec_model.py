@@ -15,9 +15,11 @@ from ranker.model.features import (
     COLLAB_PREF,
     SEMANTIC,
     ItemSide,
+    UserInputs,
     candidate_mask,
     universe_features,
 )
+from ranker.model.network import Fusion
 from ranker.model.profiles import (
     ProfileKind,
     decay_factors,
@@ -38,6 +40,7 @@ from ranker.preferences import (
     user_vector,
 )
 from research.baselines import EASE
+from research.registry import BASELINES, MODEL_SPECS
 
 DAY = 24 * 3600.0
 
@@ -114,8 +117,6 @@ def test_features_standardise_per_user_and_candidates_exclude_history() -> None:
     train, side = synthetic()
     item_side = ItemSide.fit(train, side.item_vectors, reg=5.0)
     weights = history_weights(train, side.ratings, side.timestamps, ProfileKind.DYNAMIC)
-    from ranker.model.features import UserInputs
-
     feats = universe_features(
         UserInputs(preference_vectors(weights, side.item_vectors), train, weights), item_side
     )
@@ -183,6 +184,12 @@ def test_collaborative_branch_is_ease() -> None:
     np.testing.assert_allclose(train @ item_side.ease, ease.score(np.arange(train.shape[0])), atol=1e-4)
 
 
+def test_collaborative_branch_and_ease_baseline_share_one_matrix() -> None:
+    train, side = synthetic()
+    item_side = ItemSide.fit(train, side.item_vectors, reg=5.0)
+    np.testing.assert_array_equal(item_side.ease, EASE(reg=5.0).fit(train)._item_matrix())
+
+
 def test_artifact_round_trip_serves_the_offline_scores(tmp_path: Path) -> None:
     train, side = synthetic()
     model = small().fit(train)
@@ -207,8 +214,6 @@ def test_load_current_is_none_without_a_trained_ranker(tmp_path: Path) -> None:
 
 
 def test_registry_lists_the_model_and_its_ablations() -> None:
-    from research.registry import BASELINES, MODEL_SPECS
-
     for name in ("llmrec", "llmrec-no-pref", "llmrec-no-lm", "llmrec-no-fusion"):
         assert name in MODEL_SPECS and name not in BASELINES
         model = MODEL_SPECS[name].factory()(3)
@@ -228,8 +233,6 @@ def test_fold_in_scores_new_users_from_their_history() -> None:
 
 
 def test_tuned_values_from_json_become_enums() -> None:
-    from ranker.model.network import Fusion
-
     config = variant("llmrec", 1, fusion="early", profile="static", **{"training.lr": 0.01})
     assert config.fusion is Fusion.EARLY and config.profile is ProfileKind.STATIC
     assert config.training.lr == 0.01 and config.seed == 1

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from research.llmrec_report import gains, overview_lines
+from research.llmrec_markdown import overview_lines
+from research.llmrec_summary import gains
 
 
 def record(dataset: str, model: str, seed: int, ndcg: float, mrr: float) -> dict[str, Any]:

@@ -15,10 +15,11 @@ from grpc_api import loadtest
 from grpc_api.loadtest import LatencyStats, LoadPlan, summarise
 from grpc_api.server import ApiServer
 from grpc_api.service import Snapshot
-from grpc_api.testing import InMemoryProfiles, Interaction, genre_embeddings
 from llmrec.catalogue import Item
 from llmrec.settings import ApiSettings, Settings
+from llmrec.store.fake import FakeStore
 from ranker.retrieval import ItemIndex
+from tests.synthetic import Interaction, add_user, genre_embeddings
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 ITEMS = [
@@ -71,11 +72,13 @@ def test_user_sources(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def target() -> AsyncIterator[str]:
-    store = InMemoryProfiles()
+    store = FakeStore()
     vectors = {it.item_id: VECTORS[row] for row, it in enumerate(ITEMS)}
-    store.add_user("fan", [Interaction(i, 0.4, T0 + timedelta(hours=i), rating=9.0) for i in (2, 4)], vectors)
+    add_user(
+        store, "fan", [Interaction(i, 0.4, T0 + timedelta(hours=i), rating=9.0) for i in (2, 4)], vectors
+    )
 
-    async def factory(_: Settings) -> InMemoryProfiles:
+    async def factory(_: Settings) -> FakeStore:
         return store
 
     def loader(_: Settings) -> Snapshot:

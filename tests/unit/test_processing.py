@@ -1,4 +1,5 @@
-"""BatchProcessor: what happens to each message of a batch, with fakes for the store, encoder and sink."""
+"""BatchProcessor: what happens to each message of a batch, with the kernel's in-memory store and fakes for
+the encoder and sink."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from encoder_triton.client import EncodeResult, EncoderRejected, EncoderUnavaila
 from llmrec.events.schema import EventType
 from llmrec.preference_state import PreferenceState
 from llmrec.settings import KafkaSettings, PreferenceSettings
-from llmrec.store.interface import ApplyResult, LedgerEntry, ProfileUpdater, StoreUnavailable
+from llmrec.store.fake import FakeStore
+from llmrec.store.interface import ApplyResult, LedgerEntry, ProfileUpdater
 from ranker.preferences import DecayPolicy, SignalWeights
 from stream.deadletter import DeadLetter, SinkUnavailable
 from stream.item_vectors import ArrayItemVectors, ItemVectors
@@ -38,35 +40,6 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 # -- fakes ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class FakeStore:
-    """The ledger as a dict and profiles as states; fails with StoreUnavailable ``fail`` times first."""
-
-    fail: int = 0
-    ledger: dict[str, LedgerEntry] = field(default_factory=dict)
-    profiles: dict[str, PreferenceState] = field(default_factory=dict)
-    calls: int = 0
-
-    async def apply_batch(self, entries: Sequence[LedgerEntry], update: ProfileUpdater) -> ApplyResult:
-        self.calls += 1
-        if self.fail:
-            self.fail -= 1
-            raise StoreUnavailable("connection lost")
-        new: dict[str, LedgerEntry] = {}
-        for e in entries:
-            if e.event_id not in self.ledger and e.event_id not in new:
-                new[e.event_id] = e
-        if new:
-            users = {e.user_id for e in new.values()}
-            states = update({u: s for u, s in self.profiles.items() if u in users}, list(new.values()))
-            self.profiles.update(states)
-            self.ledger.update(new)
-        return ApplyResult(applied=len(new), duplicates=len(entries) - len(new))
-
-    async def known_event_ids(self, event_ids: Sequence[str]) -> set[str]:
-        return {i for i in event_ids if i in self.ledger}
 
 
 @dataclass
@@ -197,7 +170,7 @@ async def test_valid_events_are_applied_with_their_signal_strength() -> None:
     assert ledger["w1"].episodes_watched == 12
     assert (ledger["r1"].source_topic, ledger["r1"].source_partition) == (RATINGS, 2)
     assert ledger["r1"].event_type is EventType.RATING
-    profile = h.store.profiles["alice"]
+    profile = h.store.profiles["alice"].state
     assert profile.vector_sum.shape == (DIM,)
     assert profile.vector_sum[0] > 0 and profile.vector_sum[1] > 0 and profile.vector_sum[2] > 0
     assert h.sink.letters == []
@@ -206,7 +179,7 @@ async def test_valid_events_are_applied_with_their_signal_strength() -> None:
 async def test_an_empty_batch_does_nothing() -> None:
     h = Harness()
     result = await h.processor().process([])
-    assert (result.applied, result.dead_lettered, h.store.calls, h.encoder.calls) == (0, 0, 0, 0)
+    assert (result.applied, result.dead_lettered, h.store.calls.total(), h.encoder.calls) == (0, 0, 0, 0)
 
 
 # -- invalid events ---------------------------------------------------------------------------------------
@@ -275,10 +248,10 @@ async def test_a_redelivered_batch_is_counted_as_duplicates_and_changes_nothing(
     processor = h.processor()
     batch = [msg(RATINGS, rating("r1")), msg(RATINGS, rating("r2", item_id=9253))]
     await processor.process(batch)
-    state = h.store.profiles["alice"]
+    state = h.store.profiles["alice"].state
     again = await processor.process(batch)
     assert (again.applied, again.duplicates) == (0, 2)
-    assert h.store.profiles["alice"] is state
+    assert h.store.profiles["alice"].state is state
 
 
 async def test_a_repeated_event_id_within_a_batch_is_applied_once() -> None:
@@ -309,7 +282,7 @@ async def test_reviews_wait_for_the_encoder_and_are_applied_once() -> None:
     assert h.encoder.calls == 4
     assert h.sleeps == [0.5, 1.0, 2.0]  # exponential backoff
     assert result.retries == 3
-    assert h.store.calls == 1
+    assert h.store.calls["apply_batch"] == 1
     assert h.store.ledger["v1"].sentiment == pytest.approx(0.9)
 
 
@@ -333,7 +306,7 @@ async def test_the_store_being_down_retries_the_whole_batch() -> None:
     h = Harness(store=FakeStore(fail=2))
     result = await h.processor().process([msg(RATINGS, rating("r1")), msg(RATINGS, b"junk")])
     assert (result.applied, result.dead_lettered, result.retries) == (1, 1, 2)
-    assert h.store.calls == 3 and len(h.sleeps) == 2
+    assert h.store.calls["apply_batch"] == 3 and len(h.sleeps) == 2
 
 
 async def test_the_dead_letter_topic_being_down_is_retried() -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from jobs.publishing import PublishSummary, publish_file, replay, resolve_source
 from llmrec.data_source import DataKind, sample_source
 from llmrec.events.producer import EventProducer, PublishError
-from llmrec.events.publishing import PublishSummary, publish_file, replay, resolve_source
 from llmrec.events.validation import parse_event
 from llmrec.settings import KafkaSettings, Settings
 

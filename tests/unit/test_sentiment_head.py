@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from encoder_triton.sentiment.data import Review, dedupe, split_of, split_reviews
-from encoder_triton.sentiment.head import HeadConfig, load_head, save_head, train_head
 from encoder_triton.sentiment.metrics import (
     accuracy,
     average_ranks,
@@ -15,6 +14,7 @@ from encoder_triton.sentiment.metrics import (
     spearman,
     to_classes,
 )
+from encoder_triton.sentiment_head import HeadConfig, load_head, save_head, train_head
 
 
 def _planted(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

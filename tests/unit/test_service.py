@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 
 from grpc_api.errors import InvalidRequest, NotFound, Unavailable
-from grpc_api.service import RecommendationService, ServiceConfig, Snapshot
-from grpc_api.testing import InMemoryProfiles, Interaction, genre_embeddings
+from grpc_api.service import RecommendationService, ServiceConfig, Snapshot, interaction_of
 from llmrec.catalogue import Item
+from llmrec.events.schema import EventType, WatchStatus
 from llmrec.preference_state import PreferenceState
-from llmrec.store.interface import StoredProfile
+from llmrec.store.fake import FakeStore
+from llmrec.store.interface import SeenItem, StoredProfile
+from ranker import fusion
 from ranker.fusion import PROFILE_REASON
 from ranker.retrieval import ItemIndex
+from tests.synthetic import Interaction, add_user, genre_embeddings
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
 GENRE_CYCLE = [
@@ -48,9 +51,10 @@ def make_snapshot() -> Snapshot:
 
 
 @pytest.fixture
-def store() -> InMemoryProfiles:
-    profiles = InMemoryProfiles()
-    profiles.add_user(
+def store() -> FakeStore:
+    profiles = FakeStore()
+    add_user(
+        profiles,
         "scifi-fan",
         [Interaction(item, 0.4, T0 + timedelta(days=n), rating=9.0) for n, item in enumerate(SCI_FI[:4])],
         VECTOR_BY_ID,
@@ -59,7 +63,7 @@ def store() -> InMemoryProfiles:
 
 
 @pytest.fixture
-def service(store: InMemoryProfiles) -> RecommendationService:
+def service(store: FakeStore) -> RecommendationService:
     return RecommendationService(store, make_snapshot(), ServiceConfig(max_k=20, candidate_pool=10))
 
 
@@ -152,16 +156,14 @@ async def test_unknown_genre_is_invalid_and_names_the_known_ones(service: Recomm
 
 
 async def test_validation_happens_before_the_store_is_asked(
-    service: RecommendationService, store: InMemoryProfiles
+    service: RecommendationService, store: FakeStore
 ) -> None:
     with pytest.raises(InvalidRequest):
         await service.recommend("nobody", k=500)
-    assert store.calls == 0
+    assert store.calls.total() == 0
 
 
-async def test_database_outage_is_unavailable(
-    service: RecommendationService, store: InMemoryProfiles
-) -> None:
+async def test_database_outage_is_unavailable(service: RecommendationService, store: FakeStore) -> None:
     store.unavailable = True
     with pytest.raises(Unavailable):
         await service.recommend("scifi-fan")
@@ -172,9 +174,9 @@ async def test_database_outage_is_unavailable(
 
 
 async def test_empty_profile_is_cold_start_without_seen_items(
-    service: RecommendationService, store: InMemoryProfiles
+    service: RecommendationService, store: FakeStore
 ) -> None:
-    store.add_user("planner", [Interaction(60, 0.0, T0)], VECTOR_BY_ID)  # plan-to-watch: zero strength
+    add_user(store, "planner", [Interaction(60, 0.0, T0)], VECTOR_BY_ID)  # plan-to-watch: zero strength
     assert store.profiles["planner"].state.is_empty
     answer = await service.recommend("planner", k=3)
     assert answer.strategy == "cold_start"
@@ -182,7 +184,7 @@ async def test_empty_profile_is_cold_start_without_seen_items(
 
 
 async def test_profile_with_a_vector_of_another_dimension_falls_back_to_cold_start(
-    service: RecommendationService, store: InMemoryProfiles
+    service: RecommendationService, store: FakeStore
 ) -> None:
     state = PreferenceState(np.ones(7, np.float32), 1.0, T0.timestamp())
     store.profiles["old-model"] = StoredProfile("old-model", state, 1, 0, 0, T0, T0)
@@ -190,9 +192,9 @@ async def test_profile_with_a_vector_of_another_dimension_falls_back_to_cold_sta
 
 
 async def test_only_disliked_items_give_the_profile_reason(
-    service: RecommendationService, store: InMemoryProfiles
+    service: RecommendationService, store: FakeStore
 ) -> None:
-    store.add_user("grumpy", [Interaction(SCI_FI[0], -0.4, T0, rating=1.0)], VECTOR_BY_ID)
+    add_user(store, "grumpy", [Interaction(SCI_FI[0], -0.4, T0, rating=1.0)], VECTOR_BY_ID)
     answer = await service.recommend("grumpy", k=3)
     assert answer.strategy == "personalized"
     assert all("Sci-Fi" not in g for g in genres_of(answer.items))
@@ -226,10 +228,11 @@ async def test_user_profile(service: RecommendationService) -> None:
 
 
 async def test_top_genres_weigh_recent_and_strong_signals(
-    service: RecommendationService, store: InMemoryProfiles
+    service: RecommendationService, store: FakeStore
 ) -> None:
     romance = [it.item_id for it in ITEMS if it.genres == ("Romance",)]
-    store.add_user(
+    add_user(
+        store,
         "mixed",
         [
             Interaction(SCI_FI[0], 0.4, T0 - timedelta(days=4 * 365), rating=9.0),  # old: decayed to ~8%
@@ -241,6 +244,54 @@ async def test_top_genres_weigh_recent_and_strong_signals(
     genres = (await service.user_profile("mixed")).top_genres
     assert [g.genre for g in genres] == ["Romance", "Sci-Fi"]
     assert sum(g.weight for g in genres) == pytest.approx(1.0)
+
+
+RATING, REVIEW, WATCH = EventType.RATING, EventType.REVIEW, EventType.WATCH
+
+
+@pytest.mark.parametrize(
+    ("rating", "kinds", "status", "expected"),
+    [
+        (9.0, {RATING, REVIEW, WATCH}, WatchStatus.COMPLETED, fusion.Interaction.RATED),
+        (None, {REVIEW, WATCH}, WatchStatus.COMPLETED, fusion.Interaction.REVIEWED),
+        (None, {REVIEW}, None, fusion.Interaction.REVIEWED),
+        (None, {WATCH}, WatchStatus.COMPLETED, fusion.Interaction.COMPLETED),
+        (None, {WATCH}, WatchStatus.WATCHING, fusion.Interaction.WATCHED),
+        (None, {WATCH}, WatchStatus.DROPPED, fusion.Interaction.WATCHED),
+        (None, {WATCH}, None, fusion.Interaction.WATCHED),
+    ],
+)
+def test_interaction_of_picks_the_strongest_evidence_kind(
+    rating: float | None,
+    kinds: set[EventType],
+    status: WatchStatus | None,
+    expected: fusion.Interaction,
+) -> None:
+    seen = SeenItem(
+        item_id=1, strength=0.3, event_time=T0, rating=rating, event_types=frozenset(kinds), status=status
+    )
+    assert interaction_of(seen) is expected
+
+
+async def test_reasons_say_reviewed_and_completed(service: RecommendationService, store: FakeStore) -> None:
+    romance = [it.item_id for it in ITEMS if it.genres == ("Romance",)]
+    add_user(
+        store,
+        "critic",
+        [
+            Interaction(SCI_FI[0], 0.3, T0, event_type=REVIEW),
+            Interaction(romance[0], 0.3, T0, event_type=WATCH, status=WatchStatus.COMPLETED),
+        ],
+        VECTOR_BY_ID,
+    )
+    scifi = await service.recommend("critic", k=3, include_genres=["Sci-Fi"], exclude_genres=["Romance"])
+    assert scifi.strategy == "personalized" and len(scifi.items) == 3
+    assert all(i.reason == f"like Title {SCI_FI[0]}, which you reviewed" for i in scifi.items)
+    loved = await service.recommend("critic", k=3, include_genres=["Romance"], exclude_genres=["Sci-Fi"])
+    assert loved.strategy == "personalized" and len(loved.items) == 3
+    assert all(i.reason == f"like Title {romance[0]}, which you completed" for i in loved.items)
+    profile = await service.user_profile("critic")
+    assert (profile.ratings, profile.reviews, profile.watch_events) == (0, 1, 1)
 
 
 async def test_swap_serves_the_new_snapshot_from_the_next_request(service: RecommendationService) -> None:
