@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
+from tqdm import tqdm
 from tritonclient.utils import InferenceServerException
 
 from encoder_triton import contract
@@ -315,7 +316,6 @@ def encode_corpus(
     (clean the corpus first: every text must be non-empty UTF-8). The timeout is generous because a
     full batch queues behind the others on a small CPU.
     """
-    from tqdm import tqdm
 
     async def run() -> FloatArray:
         parts: list[FloatArray] = []

@@ -13,7 +13,9 @@ machines and independent of file order; proportions are by title (70/15/15), rev
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,9 +79,6 @@ def dedupe(reviews: Iterable[Review]) -> list[Review]:
 
 def load_reviews(data_dir: Path | None) -> list[Review]:
     """Every usable labelled review (score 1..10, known tag, non-empty text), in file order, deduplicated."""
-    import csv
-    import sys
-
     csv.field_size_limit(sys.maxsize)  # a few reviews run to 53k characters
     folder = resolve_reviews_dir(data_dir) / MATTHEW1906
     rows: list[Review] = []

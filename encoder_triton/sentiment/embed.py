@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from encoder_triton.encoder import Encoder, EncoderOptions, FloatArray
 
@@ -52,8 +53,6 @@ def embed_cached(
     chunks = [order[s : s + CHUNK] for s in range(0, len(order), CHUNK)]
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(texts), desc="embedding reviews", unit="text")
     for chunk in chunks:
         out[chunk] = encoder.embed([texts[i] for i in chunk])

@@ -6,16 +6,14 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+from tqdm import tqdm
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 
 def vader_scores(texts: Sequence[str], progress: bool = False) -> npt.NDArray[np.float32]:
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
     analyser = SentimentIntensityAnalyzer()
     items: Sequence[str] = texts
     if progress:
-        from tqdm import tqdm
-
         items = tqdm(texts, desc="VADER", unit="text")
     out = [(analyser.polarity_scores(text)["compound"] + 1.0) / 2.0 for text in items]
     return np.asarray(out, dtype=np.float32)

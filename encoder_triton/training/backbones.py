@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import ByteLevelBPETokenizer
 from transformers import (
     AutoModelForMaskedLM,
     AutoTokenizer,
@@ -37,8 +38,6 @@ ROBERTA_SPECIAL = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 def train_bpe_tokenizer(texts: Sequence[str], vocab_size: int, max_length: int) -> Any:
     """A RoBERTa-style byte-level BPE tokenizer trained on ``texts`` (deterministic for the same texts)."""
-    from tokenizers import ByteLevelBPETokenizer
-
     bpe = ByteLevelBPETokenizer(add_prefix_space=True)
     bpe.train_from_iterator(
         list(texts),

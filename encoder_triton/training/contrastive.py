@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from encoder_triton.encoder import Encoder
 from encoder_triton.training.corpus import Corpus
@@ -58,8 +59,6 @@ def train_contrastive(
     losses: list[float] = []
     unsup_losses: list[float] = []
     order: list[int] = []
-    from tqdm import tqdm
-
     bar = tqdm(range(steps), desc="contrastive", unit="step", disable=not progress)
     for _ in bar:
         if len(order) < config.batch_size:

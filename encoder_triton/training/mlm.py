@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from encoder_triton.training.backbones import encoder_of, lm_head
 from encoder_triton.training.presets import MlmConfig
@@ -123,8 +124,6 @@ def _train(
     scheduler = linear_warmup(optimizer, warmup, steps)
     order: list[int] = []
     offset = history.steps[-1] if history.steps else 0
-    from tqdm import tqdm
-
     bar = tqdm(range(steps), desc=f"MLM {phase}", unit="step", disable=not progress)
     for step in bar:
         if len(order) < config.batch_size:

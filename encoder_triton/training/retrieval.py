@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from encoder_triton.encoder import Encoder, validate_text
 from encoder_triton.training.corpus import Corpus
@@ -45,8 +46,6 @@ def retrieval_metrics(ranks: np.ndarray[Any, Any], candidates: int) -> dict[str,
 def embed_with_progress(
     encoder: Encoder, texts: list[str], desc: str, progress: bool, chunk: int = 128
 ) -> Any:
-    from tqdm import tqdm
-
     parts = []
     with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
         for start in range(0, len(texts), chunk):

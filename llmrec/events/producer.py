@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Protocol, Self
 
+from confluent_kafka import Producer
+
 from llmrec.events.schema import EventType
 from llmrec.events.topics import client_config
 from llmrec.events.validation import AnyEvent, encode_event
@@ -121,8 +123,6 @@ class EventProducer:
 
     @staticmethod
     def _real_client(config: dict[str, Any]) -> ProducerClient:
-        from confluent_kafka import Producer
-
         log.debug("kafka_producer_config", config=redacted(config))
         producer: ProducerClient = Producer(config)
         return producer
