@@ -60,6 +60,7 @@ from deploy.process import ManagedProcess, free_port_run, free_ports, spawn
 from deploy.stack import llmrec_command
 from grpc_api import loadtest
 from grpc_api.client import RecommenderClient
+from grpc_api.metrics import handled_series
 from grpc_api.processes import wait_until_all_serving
 from jobs.build_index import choose_kind
 from llmrec.artifacts import EMBEDDINGS_FILE, catalogue_path, load_item_vectors, publish_dir
@@ -282,7 +283,10 @@ def served_requests(metrics_port: int) -> float | None:
         text = scrape(metrics_port)
     except OSError:
         return None
-    return sample_value(text, 'llmrec_api_request_seconds_count{code="OK",method="Recommend"}')
+    served = sample_value(text, handled_series("Recommend"))
+    if served is None:  # an API from a checkout before the go-grpc-prometheus names (bench.serving_compare)
+        served = sample_value(text, 'llmrec_api_request_seconds_count{code="OK",method="Recommend"}')
+    return served
 
 
 class Api:

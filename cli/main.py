@@ -8,11 +8,20 @@ paragraph of each command's help (tests/unit/test_cli.py keeps them equal).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from cli.lazy import LazyCommand, LazyGroup
 from llmrec.logs import configure_logging
-from llmrec.settings import load_settings
+from llmrec.settings import CONFIG_VARIABLE, SettingsError, load_settings
+
+# What the group leaves in ``ctx.meta`` for ``llmrec config``: the config file it read (or None), the
+# settings the group's own options replaced ({"log_level": "option --log-level"}), and the SettingsError
+# when the settings did not load (only ``llmrec config`` runs then, to report it).
+META_CONFIG_FILE = "llmrec.config_file"
+META_OVERRIDES = "llmrec.overrides"
+META_LOAD_ERROR = "llmrec.load_error"
 
 COMMANDS = {
     "up": LazyCommand(
@@ -90,6 +99,10 @@ COMMANDS = {
         "reports/encoder.{md,json} + PNGs from training runs (the first is the headline) and the serving "
         "benchmark.",
     ),
+    "config": LazyCommand(
+        "cli.config_commands:config",
+        "Show the settings in effect (secrets masked) or check a config file.",
+    ),
     "demo": LazyCommand(
         "cli.demo_command:demo",
         "Bring the stack up, stream real events through it, show recommendations, shut it down.",
@@ -97,14 +110,40 @@ COMMANDS = {
 }
 
 
+class InvalidSettings(click.ClickException):
+    """Settings that did not load: each problem on its own line, exit status 2 (as for a usage error)."""
+
+    exit_code = 2
+
+    def __init__(self, error: SettingsError) -> None:
+        super().__init__(str(error))
+
+
 @click.group(cls=LazyGroup, lazy_commands=COMMANDS)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar=CONFIG_VARIABLE,
+    show_envvar=True,
+    help="Settings from this TOML file (see llmrec.example.toml); LLMREC_* variables win over it.",
+)
 @click.option("--log-level", default=None, help="Override LLMREC_LOG_LEVEL (DEBUG, INFO, WARNING).")
 @click.pass_context
-def cli(ctx: click.Context, log_level: str | None) -> None:
+def cli(ctx: click.Context, config_file: Path | None, log_level: str | None) -> None:
     """llmrec: a real-time recommender over Kafka, PostgreSQL, Triton, FAISS and gRPC."""
-    settings = load_settings()
+    ctx.meta[META_CONFIG_FILE] = config_file
+    ctx.meta[META_OVERRIDES] = {}
+    try:
+        settings = load_settings(config_file)
+    except SettingsError as exc:
+        if ctx.invoked_subcommand == "config":  # `llmrec config validate` reports it
+            ctx.meta[META_LOAD_ERROR] = exc
+            return
+        raise InvalidSettings(exc) from None
     if log_level:
         settings = settings.model_copy(update={"log_level": log_level})
+        ctx.meta[META_OVERRIDES]["log_level"] = "option --log-level"
     configure_logging(settings.log_level, settings.log_json)
     ctx.obj = settings
 

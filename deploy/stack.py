@@ -211,6 +211,21 @@ def grpc_serving(target: str, timeout_s: float = 2.0) -> bool:
         return False
 
 
+def _metrics_endpoint(host: str, port: int, processes: int = 1) -> str | None:
+    """``metrics http://host:port/metrics``; with several processes, process i serves on port + i."""
+    if port <= 0:
+        return None
+    if processes > 1:
+        return f"metrics http://{host}:{port}..{port + processes - 1}/metrics"
+    return f"metrics http://{host}:{port}/metrics"
+
+
+def _api_endpoint(settings: Settings) -> str:
+    api = settings.api
+    metrics = _metrics_endpoint(api.host, api.metrics_port, api.processes)
+    return f"grpc {api.target}" + (f", {metrics}" if metrics else "")
+
+
 def _api_start(settings: Settings) -> Started:
     process = spawn(
         "api",
@@ -264,13 +279,13 @@ COMPONENTS: tuple[Component, ...] = (
     Component(
         "worker",
         start=_worker_start,
-        endpoint=lambda s: f"metrics http://127.0.0.1:{s.worker.metrics_port}/metrics",
+        endpoint=lambda s: _metrics_endpoint("127.0.0.1", s.worker.metrics_port) or "metrics off",
         grace_s=30.0,
     ),
     Component(
         "api",
         start=_api_start,
-        endpoint=lambda s: f"grpc {s.api.target}",
+        endpoint=_api_endpoint,
         probe=lambda s: grpc_serving(s.api.target),
         grace_s=20.0,
     ),
@@ -432,11 +447,28 @@ def status(settings: Settings, quiet: bool = False) -> list[ComponentStatus]:
     return statuses
 
 
-def _print(statuses: list[ComponentStatus], title: str) -> None:
+UNBOUNDED_COLUMNS = 10_000
+
+
+def status_table(statuses: Sequence[ComponentStatus], title: str) -> Table:
+    """Every cell in full: in a narrow terminal long endpoints and log paths fold onto more lines rather
+    than being cut with an ellipsis."""
     table = Table(title=title)
     for column in ("component", "state", "endpoint", "pid", "log"):
-        table.add_column(column)
+        # The short columns keep their width; the others share what is left.
+        table.add_column(column, overflow="fold", no_wrap=column in ("component", "pid"))
     for item in statuses:
         detail = f" ({item.detail})" if item.detail else ""
         table.add_row(item.name, item.state + detail, item.endpoint, str(item.pid or ""), item.log or "")
-    Console().print(table)
+    return table
+
+
+def _print(statuses: list[ComponentStatus], title: str, console: Console | None = None) -> None:
+    console = console or Console()
+    table = status_table(statuses, title)
+    if not console.is_terminal:
+        # Into a pipe or a file there is no screen to fit (rich assumes 80 columns): whole lines, so that
+        # grep, a log or a copied endpoint gets every character on one line.
+        unbounded = console.options.update_width(UNBOUNDED_COLUMNS)
+        console.width = max(console.width, console.measure(table, options=unbounded).maximum)
+    console.print(table)

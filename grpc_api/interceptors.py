@@ -23,7 +23,9 @@ class _Undecodable:
 
 
 _UNDECODABLE = _Undecodable()
-UNDECODABLE_MESSAGE = "the request is not a valid protobuf message of this method (strings must be UTF-8)"
+# Said as it is: the bytes did not decode as this method's request. Why (not protobuf, a field of the wrong
+# wire type, a string that is not UTF-8, ...) the decoder does not tell apart.
+UNDECODABLE_MESSAGE = "the request is not a valid protobuf message of this method"
 
 
 class RejectUndecodable(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is untyped
@@ -50,7 +52,7 @@ class RejectUndecodable(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # gr
         async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if request is _UNDECODABLE:
                 log.info("request", method=method, status="INVALID_ARGUMENT", error="undecodable request")
-                metrics.observe_refusal(method, "INVALID_ARGUMENT", time.perf_counter())
+                metrics.observe_refusal(method, grpc.StatusCode.INVALID_ARGUMENT, time.perf_counter())
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
             return await behaviour(request, context)
 

@@ -15,6 +15,13 @@ Strategy = Literal["personalized", "cold_start"]
 PERSONALIZED: Strategy = "personalized"
 COLD_START: Strategy = "cold_start"
 
+# What ordered a Recommend answer: the trained llmrec ranker, the plain fusion of similarity and
+# popularity, or popularity alone (cold start).
+RankerPath = Literal["learned", "fusion", "popularity"]
+LEARNED: RankerPath = "learned"
+FUSION: RankerPath = "fusion"
+POPULARITY: RankerPath = "popularity"
+
 
 @dataclass(frozen=True)
 class ScoredItem:
@@ -32,6 +39,9 @@ class Recommendations:
     items: tuple[ScoredItem, ...]
     strategy: Strategy
     model_version: str
+    # Known where the answer is made (RecommendationService); the response does not carry it, so a
+    # client's decoded answer has None.
+    ranker: RankerPath | None = None
 
 
 @dataclass(frozen=True)

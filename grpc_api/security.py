@@ -32,18 +32,16 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import grpc
-from grpc_health.v1 import health
-from grpc_reflection.v1alpha import reflection
 
 from grpc_api import metrics
+from grpc_api.descriptors import HEALTH_SERVICE
+from grpc_api.reflection import SERVICE_NAMES as REFLECTION_SERVICES
 from llmrec.logs import get_logger
 from llmrec.settings import ApiSettings
 
 log = get_logger(__name__)
 
-OPEN_SERVICES: frozenset[str] = frozenset(
-    {health.SERVICE_NAME, reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"}
-)
+OPEN_SERVICES: frozenset[str] = frozenset({HEALTH_SERVICE, *REFLECTION_SERVICES})
 UNAUTHENTICATED_MESSAGE = "missing or invalid bearer token (metadata `authorization: Bearer <token>`)"
 MAX_RATE_LIMITED_CLIENTS = 10_000
 
@@ -282,7 +280,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
 
         async def refuse(context: Context) -> None:
             log.info("request", method=method, status="UNAUTHENTICATED", token_present=token is not None)
-            metrics.observe_refusal(method, "UNAUTHENTICATED", time.perf_counter())
+            metrics.observe_refusal(method, grpc.StatusCode.UNAUTHENTICATED, time.perf_counter())
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
         return _guarded(handler, refuse)
@@ -311,7 +309,7 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
             allowed, wait_s = self._limiter.allow(client)
             if not allowed:
                 log.info("request", method=method, status="RESOURCE_EXHAUSTED", client=client)
-                metrics.observe_refusal(method, "RESOURCE_EXHAUSTED", started)
+                metrics.observe_refusal(method, grpc.StatusCode.RESOURCE_EXHAUSTED, started)
                 await context.abort(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"rate limit of {self._limiter.rate_per_s:g} requests/s exceeded; "

@@ -1,4 +1,5 @@
-"""The gRPC server process: health, reflection and the Recommender servicer on one port, and its lifecycle.
+"""The gRPC server process: health (``grpc_api.health``, with List), reflection v1 and v1alpha
+(``grpc_api.reflection``) and the Recommender servicer on one port, and its lifecycle.
 
 The pieces: ``grpc_api.codecs`` (domain answers as protobuf), ``grpc_api.interceptors`` and
 ``grpc_api.security`` (what runs before a handler), ``grpc_api.servicer`` (decode, one
@@ -24,12 +25,13 @@ import signal
 from collections.abc import Callable
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2
 from prometheus_client import start_http_server
 
 from grpc_api import metrics, security
+from grpc_api.descriptors import HEALTH_SERVICE
 from grpc_api.errors import Unavailable
+from grpc_api.health import HealthServicer, add_health_servicer
 from grpc_api.interceptors import RejectUndecodable
 from grpc_api.loading import (
     ClosableStore,
@@ -39,6 +41,7 @@ from grpc_api.loading import (
     open_postgres_store,
 )
 from grpc_api.processes import serve_processes
+from grpc_api.reflection import enable_reflection
 from grpc_api.service import RecommendationService, ServiceConfig
 from grpc_api.servicer import RecommenderServicer
 from llmrec.logs import get_logger
@@ -76,7 +79,7 @@ class ApiServer:
         self._store: ClosableStore | None = None
         self._service: RecommendationService | None = None
         self._servicer = RecommenderServicer()
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer()
         limit = settings.api.max_message_bytes
         self._server = grpc.aio.server(
             # Access control (off unless configured): rate limit, then token check; see grpc_api.security.
@@ -89,10 +92,9 @@ class ApiServer:
         )
         # Generated code is untyped (no mypy-protobuf here).
         recommender_pb2_grpc.add_RecommenderServicer_to_server(self._servicer, self._server)  # type: ignore[no-untyped-call]
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
+        add_health_servicer(self._health, self._server)
+        # Reflection v1 and v1alpha, which also list themselves.
+        enable_reflection((SERVICE_NAME, HEALTH_SERVICE), self._server)
         self.port = 0
         self._warmup: asyncio.Task[None] | None = None
 

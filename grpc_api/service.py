@@ -28,7 +28,10 @@ from pydantic import TypeAdapter, ValidationError
 from grpc_api.errors import InvalidRequest, NotFound, Unavailable
 from grpc_api.models import (
     COLD_START,
+    FUSION,
+    LEARNED,
     PERSONALIZED,
+    POPULARITY,
     GenreWeight,
     Recommendations,
     ScoredItem,
@@ -277,11 +280,11 @@ class RecommendationService:
             query = None
         if query is None or not np.any(query):
             items = self._cold_start(snap, allowed, k, include)
-            return Recommendations(user_id, items, COLD_START, snap.version)
+            return Recommendations(user_id, items, COLD_START, snap.version, POPULARITY)
 
         if snap.learned is not None and profile is not None:
             items = await self._learned_items(snap, snap.learned, query, profile, seen, seen_rows, allowed, k)
-            return Recommendations(user_id, items, PERSONALIZED, snap.version)
+            return Recommendations(user_id, items, PERSONALIZED, snap.version, LEARNED)
 
         rows, similarity = await self._candidates(snap, query, allowed, k, extra=len(seen))
         candidates = Candidates(
@@ -298,7 +301,7 @@ class RecommendationService:
             snap.scored_item(int(r), float(scores[b]), why)
             for r, b, why in zip(chosen, best, reasons, strict=True)
         )
-        return Recommendations(user_id, items, PERSONALIZED, snap.version)
+        return Recommendations(user_id, items, PERSONALIZED, snap.version, FUSION)
 
     async def similar_items(self, item_id: int, k: int = 0) -> SimilarItems:
         snap = self._snapshot

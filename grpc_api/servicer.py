@@ -1,9 +1,11 @@
 """The Recommender servicer: decode the request, one ``RecommendationService`` call within the client's
 deadline, encode the answer (``grpc_api.codecs``).
 
-Every RPC writes one log line (method, user or item, k, status, latency) and one observation of
-``llmrec_api_request_seconds``. Domain errors become status codes through ``grpc_api.status``; anything
-else is INTERNAL with a generic message, the traceback only in the log.
+Every RPC writes one log line (method, user or item, k, status, latency) and its request metrics
+(``grpc_server_started_total``, ``grpc_server_handled_total``, ``grpc_server_handling_seconds``); a
+Recommend answer also counts in ``llmrec_api_recommendations_total`` by strategy and ranker. Domain
+errors become status codes through ``grpc_api.status``; anything else is INTERNAL with a generic
+message, the traceback only in the log.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import grpc
 from grpc_api import metrics
 from grpc_api.codecs import encode_profile, encode_recommendations, encode_similar
 from grpc_api.errors import DeadlineExceeded, ServiceError, Unavailable
+from grpc_api.models import Recommendations
 from grpc_api.service import RecommendationService
 from grpc_api.status import INTERNAL_MESSAGE, status_for
 from llmrec.logs import get_logger
@@ -47,6 +50,12 @@ async def _within_deadline(context: grpc.aio.ServicerContext[Any, Any], work: Co
         raise
 
 
+def _encode_counted(answer: Recommendations) -> recommender_pb2.RecommendResponse:
+    """The answer as protobuf, counted by strategy and by the ranker that ordered it."""
+    metrics.recommendation_served(answer.strategy, answer.ranker or "unknown")
+    return encode_recommendations(answer)
+
+
 class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
     """Decode, one service call, encode. UNAVAILABLE until ``attach`` hands over a ready service."""
 
@@ -73,8 +82,9 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         code = grpc.StatusCode.OK
         message = ""
         response: Any = None
-        in_flight = metrics.REQUESTS_IN_FLIGHT.labels(method)
+        in_flight = metrics.REQUESTS_IN_FLIGHT.labels(metrics.SERVICE_NAME, method)
         in_flight.inc()
+        metrics.observe_start(method)
         try:
             response = encode(await _within_deadline(context, run(self._ready())))
         except ServiceError as exc:
@@ -91,7 +101,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
         finally:
             in_flight.dec()
             elapsed = time.perf_counter() - started
-            metrics.REQUEST_SECONDS.labels(method, code.name).observe(elapsed)
+            metrics.observe_handled(method, code, started)
             log.info(
                 "request", method=method, **fields, status=code.name, latency_ms=round(elapsed * 1000.0, 2)
             )
@@ -113,7 +123,7 @@ class RecommenderServicer(recommender_pb2_grpc.RecommenderServicer):
                 exclude_genres=list(request.genres.exclude),
                 include_seen=request.include_seen,
             ),
-            encode_recommendations,
+            _encode_counted,
         )
         return response
 

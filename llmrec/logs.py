@@ -9,6 +9,10 @@ from typing import Any
 import structlog
 
 SECRET_BEARING_LOGGERS = ("aiokafka.conn",)
+# Libraries whose INFO lines are noise to an operator: faiss.loader reports each CPU-specific build it
+# tries ("Could not load library with AVX512 support ...", eleven lines on import) before the one that
+# loads, which reads like failures. Shown from this level up, unless DEBUG is asked for.
+QUIET_LOGGERS = {"faiss.loader": logging.WARNING}
 
 
 def configure_logging(level: str = "INFO", json: bool = False) -> None:
@@ -33,8 +37,11 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     )
     # aiokafka's connection logger writes every request at DEBUG, the SASL handshake's bytes (username and
     # password) included: never below INFO, whatever the level asked for.
+    numeric = logging.getLevelName(level.upper())
     for name in SECRET_BEARING_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level.upper())))
+        logging.getLogger(name).setLevel(max(logging.INFO, numeric))
+    for name, floor in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else max(floor, numeric))
 
 
 def get_logger(name: str) -> Any:

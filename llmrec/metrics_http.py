@@ -14,7 +14,7 @@ def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 5.0) -> str:
 
 def sample_value(text: str, series: str) -> float | None:
     """The value of the sample whose name and labels are exactly ``series`` (as exposed, e.g.
-    ``'llmrec_api_request_seconds_count{code="OK",method="Recommend"}'``), or None when absent."""
+    ``'llmrec_worker_events_total{topic="llmrec.ratings.v1",outcome="applied"}'``), or None when absent."""
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
         if name == series:

@@ -1,19 +1,40 @@
 """Typed configuration, loaded once at each entry point and passed down.
 
 Every field can be set from the environment with the ``LLMREC_`` prefix and ``__`` between levels,
-for example ``LLMREC_KAFKA__BOOTSTRAP=broker:9092`` or ``LLMREC_POSTGRES__DSN=postgresql://...``.
-The defaults describe the single-machine stack that ``llmrec up`` starts.
+for example ``LLMREC_KAFKA__BOOTSTRAP=broker:9092`` or ``LLMREC_POSTGRES__DSN=postgresql://...``, and
+from a TOML file (``load_settings(config_file)``, ``LLMREC_CONFIG``, ``llmrec --config``) whose tables
+are the sections (``[kafka]`` ``bootstrap = "broker:9092"``; ``llmrec.example.toml`` lists the main
+ones). The environment wins over the file, the file over the defaults. The defaults describe the
+single-machine stack that ``llmrec up`` starts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 # The checkout (or installed tree) this package lives in: the default of ``Settings.root``, and the place of
 # files that belong to the code rather than to a deployment (the Triton model repository, the shipped data).
@@ -290,6 +311,23 @@ class Settings(BaseSettings):
         env_prefix="LLMREC_", env_nested_delimiter="__", frozen=True, extra="ignore"
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic-settings' own order (arguments, environment, .env, secrets folder), with the config file
+        of the ``load_settings`` call in progress, if any, between the environment and the defaults."""
+        config_file = _CONFIG_FILE.get()
+        if config_file is None:
+            return (init_settings, env_settings, dotenv_settings, file_secret_settings)
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file)
+        return (init_settings, env_settings, dotenv_settings, toml, file_secret_settings)
+
     # The one folder every relative project path resolves against (LLMREC_ROOT), whatever the working
     # directory: the state, artifact and report folders below default to folders inside it.
     root: Path = REPO_ROOT
@@ -329,5 +367,116 @@ class Settings(BaseSettings):
         return self.artifacts_dir / "ranker"
 
 
-def load_settings() -> Settings:
-    return Settings()
+# The config file of the ``load_settings`` call in progress (read by ``Settings.settings_customise_sources``),
+# so that ``Settings()`` alone never reads a file.
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("llmrec_config_file", default=None)
+
+ENV_PREFIX = "LLMREC_"
+ENV_DELIMITER = "__"
+# Names the config file of ``load_settings()`` (``llmrec --config`` reads it too).
+CONFIG_VARIABLE = "LLMREC_CONFIG"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be loaded: an unreadable or malformed config file, an unknown key in it, or
+    values that do not validate. ``problems`` holds one ``(field path, message)`` per error."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {path}: {message}" if path else f"  {message}" for path, message in problems)
+        super().__init__(f"invalid settings ({source}):\n{lines}")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML file's tables; ``SettingsError`` when it cannot be read or parsed."""
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise SettingsError(str(path), [("", f"cannot read the file: {exc.strerror or exc}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(str(path), [("", f"not valid TOML: {exc}")]) from None
+
+
+def unknown_keys(data: Mapping[str, Any], model: type[BaseModel] | None = None) -> list[tuple[str, ...]]:
+    """Paths of the keys in ``data`` that name no field of ``model`` (default ``Settings``), at every level.
+
+    The file is held to its schema (a misspelt key is an error, not a silently ignored line); the
+    environment is not, as before: variables of other versions or tools may share the prefix.
+    """
+    model = Settings if model is None else model
+    unknown: list[tuple[str, ...]] = []
+    for key, value in data.items():
+        field = model.model_fields.get(key)
+        if field is None:
+            unknown.append((key,))
+            continue
+        section = field.annotation
+        if isinstance(value, Mapping) and isinstance(section, type) and issubclass(section, BaseModel):
+            unknown += [(key, *path) for path in unknown_keys(value, section)]
+    return unknown
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    # Without the input: it may be a secret (a DSN with its password).
+    return [
+        (".".join(str(part) for part in error["loc"]), error["msg"])
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+@contextmanager
+def _reading(config_file: Path | None) -> Iterator[None]:
+    token = _CONFIG_FILE.set(config_file)
+    try:
+        yield
+    finally:
+        _CONFIG_FILE.reset(token)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """The settings of an entry point: the environment (``LLMREC_*``), then ``config_file`` (TOML; default:
+    the file named by ``LLMREC_CONFIG``, if any), then the defaults. ``SettingsError`` lists every problem
+    with its field path (an unknown key in the file is one)."""
+    if config_file is None and os.environ.get(CONFIG_VARIABLE):
+        config_file = Path(os.environ[CONFIG_VARIABLE])
+    if config_file is None:
+        source = f"{ENV_PREFIX}* environment"
+        try:
+            return Settings()
+        except ValidationError as exc:
+            raise SettingsError(source, _problems(exc)) from None
+    source = f"{config_file} and the {ENV_PREFIX}* environment"
+    problems = [
+        (".".join(path), "unknown setting (misspelt? llmrec.example.toml lists the settings)")
+        for path in unknown_keys(read_config_file(config_file))
+    ]
+    try:
+        with _reading(config_file):
+            settings = Settings()
+    except ValidationError as exc:
+        problems += _problems(exc)
+    if problems:
+        raise SettingsError(source, problems)
+    return settings
+
+
+def _leaf_paths(data: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            yield from _leaf_paths(value, (*prefix, key))
+        else:
+            yield (*prefix, key)
+
+
+def setting_origins(config_file: Path | None = None) -> dict[str, str]:
+    """Where each explicitly set value comes from, by dotted field path: ``env LLMREC_KAFKA__BOOTSTRAP`` or
+    ``file <path>``; a path left out is a default. The environment wins where both set one."""
+    origins: dict[str, str] = {}
+    if config_file is not None:
+        for path in _leaf_paths(read_config_file(config_file)):
+            origins[".".join(path)] = f"file {config_file}"
+    for path in _leaf_paths(EnvSettingsSource(Settings)()):
+        origins[".".join(path)] = "env " + ENV_PREFIX + ENV_DELIMITER.join(path).upper()
+    return origins

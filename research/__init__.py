@@ -29,6 +29,8 @@ from research.evaluate import (
 )
 from research.splits import (
     PROTOCOL_COLD,
+    PROTOCOL_COLD_ITEMS,
+    PROTOCOL_COLD_ITEMS_ONLY,
     PROTOCOL_ITEM_STRATIFIED,
     PROTOCOL_RANDOM,
     PROTOCOL_SPARSE,
@@ -36,6 +38,7 @@ from research.splits import (
     PROTOCOLS,
     Part,
     Split,
+    cold_item_split,
     cold_user_split,
     item_stratified_split,
     make_split,
@@ -55,6 +58,8 @@ __all__ = [
     "MOVIELENS",
     "PROTOCOLS",
     "PROTOCOL_COLD",
+    "PROTOCOL_COLD_ITEMS",
+    "PROTOCOL_COLD_ITEMS_ONLY",
     "PROTOCOL_ITEM_STRATIFIED",
     "PROTOCOL_RANDOM",
     "PROTOCOL_SPARSE",
@@ -69,6 +74,7 @@ __all__ = [
     "Popularity",
     "Recommender",
     "Split",
+    "cold_item_split",
     "cold_user_split",
     "evaluate_model",
     "exclude_known",

@@ -80,14 +80,24 @@ def positives(train: Matrix) -> tuple[IntArray, IntArray]:
 
 
 def bpr_triples(
-    users: IntArray, items: IntArray, n_items: int, epochs: int, batch_size: int, rng: np.random.Generator
+    users: IntArray,
+    items: IntArray,
+    n_items: int,
+    epochs: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    negatives_from: IntArray | None = None,
 ) -> Iterator[tuple[IntArray, IntArray, IntArray]]:
     """The (user, positive, negative) mini-batches of BPR training: each epoch shuffles the positives and
-    draws one uniform negative per positive. A sampled negative is occasionally a positive (densities are a
-    few per cent), which BPR tolerates and which keeps sampling vectorised."""
+    draws one uniform negative per positive, from ``negatives_from`` when given (else every item; passing
+    every item draws exactly the same negatives). A sampled negative is occasionally a positive (densities
+    are a few per cent), which BPR tolerates and which keeps sampling vectorised."""
+    pool_size = n_items if negatives_from is None else int(negatives_from.size)
     for _ in range(epochs):
         order = rng.permutation(users.size)
-        negatives = rng.integers(0, n_items, size=users.size)
+        negatives = rng.integers(0, pool_size, size=users.size)
+        if negatives_from is not None:
+            negatives = negatives_from[negatives]
         for start in range(0, order.size, batch_size):
             sel = order[start : start + batch_size]
             yield users[sel], items[sel], negatives[sel]

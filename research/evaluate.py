@@ -13,6 +13,12 @@ and a markdown table beside it (``eval.md``). It *merges*: records already in th
 Users held out of training (protocol (d) cold, ``Split.fold_in``) are scored by ``Recommender.score_history``
 from their given interactions; everyone else by ``Recommender.score``.
 
+A split may be scored in several rankings (``splits.views``): protocol (e)'s split gives a ``cold_items``
+record (every item ranked) and a ``cold_items_only`` record (only the part's cold items ranked: the other
+items are removed like known ones, and ``coverage@K`` is over those items), from one fit of the model. Two
+records rather than one with two sets of metrics, so that every record keeps the same metric names and the
+tables, merges and gains read them unchanged. Protocol (e) runs only on data sets with item text.
+
 Record shape::
 
     {"dataset": "mal-completed", "protocol": "user_random_80_10_10", "model": "ease", "seed": 42,
@@ -44,7 +50,17 @@ from ranker.interactions import InteractionData
 from ranker.model.base import FitContext, Recommender
 from research import metrics as m
 from research.baselines import BPRMF, EASE, BPRConfig, ItemKNN, Popularity, exclude_known
-from research.splits import PROTOCOL_RANDOM, PROTOCOL_TEMPORAL, Part, Split, make_split
+from research.splits import (
+    PROTOCOL_COLD_ITEMS,
+    PROTOCOL_COLD_ITEMS_ONLY,
+    PROTOCOL_RANDOM,
+    PROTOCOL_TEMPORAL,
+    TEXT_PROTOCOLS,
+    Part,
+    Split,
+    make_split,
+    views,
+)
 
 DEFAULT_KS = (5, 10, 20)
 ModelFactory = Callable[[int], Recommender]  # seed -> unfitted model
@@ -140,10 +156,12 @@ def ranked_lists(
     known: npt.NDArray[np.float32],
     batch_size: int = 512,
     timing: list[float] | None = None,
+    tie_order: npt.NDArray[np.int64] | None = None,
 ) -> list[npt.NDArray[np.int64]]:
     """Each user's full ranking of the items not in ``known`` (best first). Ties keep item-index order
-    (stable sort), so a model that scores everything equally is ranked deterministically. ``timing``, when
-    given, receives the seconds spent in the model's scoring calls (not the sorting)."""
+    (stable sort), or ``tie_order``'s order when given (a permutation of the items), so a model that scores
+    everything equally is ranked deterministically. ``timing``, when given, receives the seconds spent in
+    the model's scoring calls (not the sorting)."""
     scorer = model.score if isinstance(model, Recommender) else model
     out: list[npt.NDArray[np.int64]] = []
     for start in range(0, users.size, batch_size):
@@ -153,10 +171,40 @@ def ranked_lists(
         if timing is not None:
             timing.append(time.perf_counter() - started)
         scores = exclude_known(raw, known[batch])
-        order = np.argsort(-scores, axis=1, kind="stable")
+        if tie_order is None:
+            order = np.argsort(-scores, axis=1, kind="stable")
+        else:
+            # Sort the columns laid out in tie order: the stable sort then keeps that order among equals.
+            order = tie_order[np.argsort(-scores[:, tie_order], axis=1, kind="stable")]
         n_known = (known[batch] > 0).sum(axis=1)
         out.extend(order[r, : order.shape[1] - int(n_known[r])].astype(np.int64) for r in range(batch.size))
     return out
+
+
+def known_matrix(split: Split, part: Part | str) -> npt.NDArray[np.float32]:
+    """Users x items, 1 where an item is out of ``part``'s ranking: the user already knows it (``known_rows``)
+    or it is not among the split's candidates for the part (protocol (e)'s cold-only ranking)."""
+    known = split.data.matrix(split.known_rows(part))
+    pool = split.candidate_items(part)
+    if pool is not None:
+        outside = np.ones(split.data.n_items, dtype=bool)
+        outside[pool] = False
+        known[:, outside] = 1.0
+    return known
+
+
+def split_rankings(
+    model: Recommender,
+    split: Split,
+    part: Part | str,
+    users: npt.NDArray[np.int64],
+    timing: list[float] | None = None,
+) -> list[npt.NDArray[np.int64]]:
+    """Each of ``users``' ranking for ``part`` of ``split``: the items it ranks (``known_matrix``), best
+    first, equal scores in the split's ``tie_order``."""
+    scorer = split_scorer(model, split, part)
+    known = known_matrix(split, part)
+    return ranked_lists(scorer, users, known, timing=timing, tie_order=split.tie_order)
 
 
 def ranking_metrics(
@@ -209,18 +257,19 @@ def evaluate_model(
     The metrics include ``infer_ms_per_user`` (scoring time only); ``diversity=False`` skips ILD (tuning
     needs only the accuracy metric)."""
     data = split.data
-    known = data.matrix(split.known_rows(part))
     train = split.train_matrix()
     relevant_by_user = split.relevant(part)
     users = np.array(sorted(relevant_by_user), dtype=np.int64)
     timing: list[float] = []
-    lists = ranked_lists(split_scorer(model, split, part), users, known, timing=timing)
+    lists = split_rankings(model, split, part, users, timing=timing)
     # The popularity head is defined on training interactions: what the model could have seen.
     head = m.head_items(train.sum(axis=0))
     base = item_embeddings if item_embeddings is not None else train.T
     embeddings = np.ascontiguousarray(base) if diversity else None
+    pool = split.candidate_items(part)
+    n_ranked = data.n_items if pool is None else int(pool.size)
     metrics = ranking_metrics(
-        lists, [relevant_by_user[int(u)] for u in users], ks, data.n_items, head, embeddings
+        lists, [relevant_by_user[int(u)] for u in users], ks, n_ranked, head, embeddings
     )
     metrics["infer_ms_per_user"] = 1000.0 * sum(timing) / max(1, users.size)
     return EvalRecord(data.name, split.protocol, model_name or model.name, split.seed, metrics)
@@ -237,9 +286,18 @@ def select_on_validation(
     return max(scores, key=lambda name: scores[name]), scores
 
 
-def _protocols_for(data: InteractionData, protocols: Sequence[str]) -> list[str]:
-    # The temporal protocol needs real timestamps; the MAL sets have none, so it is skipped for them.
-    return [p for p in protocols if p != PROTOCOL_TEMPORAL or data.has_timestamps]
+def _protocols_for(data: InteractionData, protocols: Sequence[str], has_text: bool) -> list[str]:
+    """The requested protocols that apply to ``data``: the temporal one needs real timestamps (the MAL sets
+    have none), the cold-item ones item text. ``cold_items`` already scores the cold-only ranking, so a
+    separate ``cold_items_only`` request beside it is dropped rather than fitted twice."""
+    out = [
+        p
+        for p in protocols
+        if (p != PROTOCOL_TEMPORAL or data.has_timestamps) and (p not in TEXT_PROTOCOLS or has_text)
+    ]
+    if PROTOCOL_COLD_ITEMS in out:
+        out = [p for p in out if p != PROTOCOL_COLD_ITEMS_ONLY]
+    return list(dict.fromkeys(out))
 
 
 ModelsFor = Callable[[InteractionData], Mapping[str, ModelFactory]]
@@ -259,7 +317,8 @@ def run_eval(
 ) -> list[EvalRecord]:
     """Evaluate every model on every dataset x protocol x seed; merge the records into ``out_path`` (JSON
     list, rewritten after every run) and rebuild ``out_path.with_suffix('.md')`` from the merged list.
-    Returns this run's records.
+    Returns this run's records; a split with several rankings (``splits.views``) gives one record per
+    ranking, each from the same fit.
 
     ``models`` may depend on the data set (a callable), e.g. tuned parameters per data set or sequential
     models only where timestamps exist. ``seeds_for(protocol)`` overrides ``seeds`` per protocol."""
@@ -267,7 +326,7 @@ def run_eval(
     jobs: list[tuple[str, str, int, str, ModelFactory]] = []
     for name, data in datasets.items():
         chosen = models(data) if callable(models) else models
-        for protocol in _protocols_for(data, protocols):
+        for protocol in _protocols_for(data, protocols, name in features):
             for seed in seeds_for(protocol) if seeds_for else seeds:
                 jobs.extend((name, protocol, seed, model_name, chosen[model_name]) for model_name in chosen)
     records: list[EvalRecord] = []
@@ -284,11 +343,14 @@ def run_eval(
             started = time.perf_counter()
             model = fit_on_split(factory(seed), split, features.get(name))
             fit_s = time.perf_counter() - started
-            record = evaluate_model(model, split, ks=ks, model_name=model_name)
-            metrics = dict(sorted({**record.metrics, "fit_s": fit_s}.items()))
-            records.append(EvalRecord(name, protocol, model_name, seed, metrics))
+            fresh: list[EvalRecord] = []
+            for view in views(split):
+                record = evaluate_model(model, view, ks=ks, model_name=model_name)
+                metrics = dict(sorted({**record.metrics, "fit_s": fit_s}.items()))
+                fresh.append(EvalRecord(name, view.protocol, model_name, seed, metrics))
+            records.extend(fresh)
             # Written after every run, so an interrupted evaluation keeps what it finished.
-            merged = merge_records(merged, records[-1:])
+            merged = merge_records(merged, fresh)
             write_reports(merged, datasets, out_path)
             bar.update()
     return records
@@ -350,7 +412,8 @@ def markdown_report(records: Sequence[EvalRecord], datasets: Mapping[str, Intera
         "",
         "Regenerated by `llmrec eval` (records in eval.json; this run's data sets below). Protocols: "
         "user_random_80_10_10 = (a), item_stratified_80_20 = (b), temporal_leave_last_out = (c), "
-        "sparse_users_1_5 and cold_users_fold_in = (d); definitions in research/splits.py.",
+        "sparse_users_1_5 and cold_users_fold_in = (d), cold_items (every item ranked) and cold_items_only "
+        "(the held-out items ranked among themselves) = (e); definitions in research/splits.py.",
         "",
         "## Data (5-core)",
         "",
@@ -385,4 +448,30 @@ def markdown_report(records: Sequence[EvalRecord], datasets: Mapping[str, Intera
             + " | ".join(cells + timings)
             + " |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _cold_item_lines(groups)) + "\n"
+
+
+# Protocol (e) is read at K = 20 (a cold item competes with the whole warm catalogue in its first ranking).
+_COLD_METRICS = ("ndcg@20", "recall@20", "hit@20", "mrr", "coverage@20")
+
+
+def _cold_item_lines(groups: Mapping[tuple[str, str, str], Sequence[EvalRecord]]) -> list[str]:
+    """A table of protocol (e)'s records at K = 20; nothing when there are none."""
+    cold = {key: rs for key, rs in groups.items() if key[1].startswith(PROTOCOL_COLD_ITEMS)}
+    if not cold:
+        return []
+    lines = [
+        "",
+        "## Cold items (protocol (e), test part, K = 20)",
+        "",
+        "| dataset | protocol | model | seeds | " + " | ".join(_COLD_METRICS) + " |",
+        "|---" * (len(_COLD_METRICS) + 4) + "|",
+    ]
+    for (dataset, protocol, model), rs in sorted(cold.items()):
+        cells = [
+            _cell([r.metrics[name] for r in rs]) if all(name in r.metrics for r in rs) else ""
+            for name in _COLD_METRICS
+        ]
+        seeds = ",".join(str(r.seed) for r in rs)
+        lines.append(f"| {dataset} | {protocol} | {model} | {seeds} | " + " | ".join(cells) + " |")
+    return lines

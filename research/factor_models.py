@@ -18,7 +18,10 @@
 - ``VBPRText`` (``vbpr_text``, He and McAuley 2016, with text instead of images):
   ``s(u, i) = b_i + g_u . g_i + t_u . (E f_i) + beta . f_i`` where ``f_i`` is the item's L2-normalised text
   embedding (``FitContext.item_features``) and ``E`` a learned projection; BPR loss. Fold-in: weighted
-  ridge on the concatenated item vectors ``[g_i, E f_i]`` (``ridge_fold_in``).
+  ridge on the concatenated item vectors ``[g_i, E f_i]`` (``ridge_fold_in``). An item with no training
+  interaction (protocol (e)'s cold items) is never drawn as a negative, since a new item would not have
+  existed when the model was trained and drawing it would teach the text branch that its text is disliked;
+  its ID factors ``g_i`` and bias ``b_i`` are zero (no evidence), so its score is the text terms alone.
 
 All are deterministic for a given ``seed`` (torch and NumPy generators seeded per fit).
 """
@@ -95,6 +98,16 @@ class ImplicitMF(Recommender):
             users = _cg_side(train, items, users, cfg.reg, cfg.alpha)
         users = ridge_fold_in(train, items, cfg.reg, cfg.alpha)
         self._users, self._items = users, items
+
+    @property
+    def user_factors(self) -> F64:
+        """Fitted user factors, users x factors (for models built on this one, e.g. ``mf_textmap``)."""
+        return self._users
+
+    @property
+    def item_factors(self) -> F64:
+        """Fitted item factors, items x factors; zero rows for items with no training interaction."""
+        return self._items
 
     def _score(self, users: IntArray) -> Matrix:
         return (self._users[users] @ self._items.T).astype(np.float32)
@@ -338,12 +351,14 @@ class VBPRText(Recommender):
         opt = torch.optim.Adam([gu, gi, tu, proj, beta, bias], lr=cfg.lr)
         pos_u, pos_i = positives(train)
         rng = np.random.default_rng(cfg.seed)
+        has_rows = train.sum(axis=0) > 0
+        warm = np.flatnonzero(has_rows).astype(np.int64)
 
         def item_score(u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
             f = feats[i]
             return bias[i] + (gu[u] * gi[i]).sum(1) + (tu[u] * (f @ proj)).sum(1) + f @ beta
 
-        for batch in bpr_triples(pos_u, pos_i, n_items, cfg.epochs, cfg.batch_size, rng):
+        for batch in bpr_triples(pos_u, pos_i, n_items, cfg.epochs, cfg.batch_size, rng, warm):
             u, i, j = (torch.from_numpy(x) for x in batch)
             diff = item_score(u, i) - item_score(u, j)
             reg = gu[u].pow(2).sum() + gi[i].pow(2).sum() + gi[j].pow(2).sum() + tu[u].pow(2).sum()
@@ -352,6 +367,10 @@ class VBPRText(Recommender):
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
         with torch.no_grad():
+            # Untrained ID parameters are their random initialisation: noise, not evidence.
+            cold = torch.from_numpy(~has_rows)
+            gi[cold] = 0.0
+            bias[cold] = 0.0
             self._users = torch.cat([gu, tu], dim=1).numpy().copy()
             self._items = torch.cat([gi, feats @ proj], dim=1).numpy().copy()
             self._bias = (bias + feats @ beta).numpy().copy()

@@ -3,6 +3,10 @@ defaults, its search space, and what data it needs. ``llmrec tune`` and ``llmrec
 nothing else names models.
 
 Search spaces are sized for a 2-core CPU (epochs and widths capped) and are the same for every data set.
+
+The two cold-start baselines (``content_knn``, ``mf_textmap``, ``research.cold_start``) exist to place items
+with no interactions, so they are tuned on protocol (e)'s validation part (the validation cold items, every
+item ranked), which never holds a test item; every other model on protocol (a)'s (or (c)'s).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 from ranker.interactions import InteractionData
 from ranker.model.base import Recommender
 from research.baselines import BPRMF, EASE, BPRConfig, ItemKNN, Popularity
+from research.cold_start import ContentKNN, MFTextMap, TextMapConfig
 from research.factor_models import (
     ImplicitMF,
     LightGCN,
@@ -27,7 +32,7 @@ from research.library_models import ImplicitALS, ImplicitALSConfig, ImplicitBPR,
 from research.llmrec_specs import model_specs
 from research.model_spec import ModelSpec
 from research.sequential import BERT4Rec, SASRec, SequentialConfig
-from research.splits import PROTOCOL_TEMPORAL
+from research.splits import PROTOCOL_COLD_ITEMS, PROTOCOL_TEMPORAL
 from research.tuning import Params, ParamSpec, SearchSpace, tuned_params
 
 P = ParamSpec
@@ -107,6 +112,25 @@ MODEL_SPECS: dict[str, ModelSpec] = {
         },
         needs_text=True,
     ),
+    "content_knn": ModelSpec(
+        lambda p, seed: ContentKNN(**p),
+        {"neighbours": 100, "exponent": 1.0},
+        {"neighbours": P.int_(10, 1000, log=True), "exponent": P.float_(1.0, 8.0)},
+        needs_text=True,
+        tune_protocol=PROTOCOL_COLD_ITEMS,
+    ),
+    "mf_textmap": ModelSpec(
+        lambda p, seed: MFTextMap(TextMapConfig(**p, seed=seed)),
+        {"factors": 64, "reg": 1.0, "alpha": 10.0, "iterations": 8, "map_reg": 1.0},
+        {
+            "factors": P.categorical(32, 64),
+            "reg": P.float_(0.01, 100.0, log=True),
+            "alpha": P.float_(1.0, 50.0, log=True),
+            "map_reg": P.float_(0.01, 1000.0, log=True),
+        },
+        needs_text=True,
+        tune_protocol=PROTOCOL_COLD_ITEMS,
+    ),
     "sasrec": ModelSpec(
         _sequential(SASRec),
         # CPU-sized defaults (one epoch of the 64-d, 2-block model took ~50 s on the loaded 2-core machine).
@@ -177,6 +201,7 @@ def resolved_params(tuned: Mapping[str, Any], dataset: str, name: str) -> Params
 
 
 def applicable(name: str, data: InteractionData, has_text: bool) -> bool:
-    """Whether baseline ``name`` runs on ``data``: sequential models need timestamps, vbpr_text text."""
+    """Whether baseline ``name`` runs on ``data``: sequential models need timestamps, the text models
+    (vbpr_text, content_knn, mf_textmap, llmrec) item text."""
     spec = MODEL_SPECS[name]
     return (data.has_timestamps or not spec.needs_timestamps) and (has_text or not spec.needs_text)

@@ -1,7 +1,8 @@
 """What ``llmrec tune`` and ``llmrec eval`` do, as plain functions over loaded data (the CLI only parses
 options). Tuning runs on a validation part with seed 42: protocol (a)'s, or the model's own
-``ModelSpec.tune_protocol`` (the sequential models: protocol (c)'s); evaluation reuses the tuned parameters
-per data set (defaults, with a warning, for a model never tuned on that set)."""
+``ModelSpec.tune_protocol`` (the sequential models: protocol (c)'s; the cold-start ones: protocol (e)'s);
+evaluation reuses the tuned parameters per data set (defaults, with a warning, for a model never tuned on
+that set)."""
 
 from __future__ import annotations
 

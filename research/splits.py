@@ -21,10 +21,24 @@ Protocols:
   timestamps, else in a seeded random order): these are ``fold_in`` rows, given to the model at scoring
   time only (``Recommender.score_history``), never trained on; all their later interactions are test. The
   other users are split as in (a). Only the held-out users are evaluated.
+- ``PROTOCOL_COLD_ITEMS`` (protocol (e), cold items; data sets with item text only): a share (20%) of the
+  *items*, drawn with the seed, is held out with every one of their interactions; those rows are the test
+  part, so no model ever trains on a test item. Validation is carved the same way from the remaining items
+  (10% of all items, with all their rows), so tuning never sees a test item either: 70/10/20 of the items.
+  The held-out items stay in the catalogue (every model scores every item index, and their text is in
+  ``FitContext.item_features``). Users are evaluated on their interactions with the held-out items; users
+  with none are skipped (``relevant`` leaves them out). The split is scored in two rankings (``views``):
+  ``cold_items`` ranks every item (warm and cold together, each user's known items removed as usual),
+  ``cold_items_only`` ranks the part's held-out items alone (``Split.candidates``). Both break equal scores
+  in a seeded random item order (``Split.tie_order``): an ID-only model gives every cold item the same
+  score, and the item-index order it would otherwise fall back on follows the raw ids, which track release
+  order on MAL, a popularity signal no model learnt.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -38,13 +52,19 @@ PROTOCOL_TEMPORAL = "temporal_leave_last_out"
 PROTOCOL_ITEM_STRATIFIED = "item_stratified_80_20"
 PROTOCOL_SPARSE = "sparse_users_1_5"
 PROTOCOL_COLD = "cold_users_fold_in"
+PROTOCOL_COLD_ITEMS = "cold_items"
+# Not a split of its own: the cold-only ranking of PROTOCOL_COLD_ITEMS's split (``views``).
+PROTOCOL_COLD_ITEMS_ONLY = "cold_items_only"
 PROTOCOLS = (
     PROTOCOL_RANDOM,
     PROTOCOL_ITEM_STRATIFIED,
     PROTOCOL_TEMPORAL,
     PROTOCOL_SPARSE,
     PROTOCOL_COLD,
+    PROTOCOL_COLD_ITEMS,
 )
+# Protocols that only make sense where the items have text (a cold item is known by nothing else).
+TEXT_PROTOCOLS = frozenset({PROTOCOL_COLD_ITEMS, PROTOCOL_COLD_ITEMS_ONLY})
 # Short names for the command line (the issue's letters).
 PROTOCOL_ALIASES = {
     "a": PROTOCOL_RANDOM,
@@ -52,6 +72,8 @@ PROTOCOL_ALIASES = {
     "c": PROTOCOL_TEMPORAL,
     "d-sparse": PROTOCOL_SPARSE,
     "d-cold": PROTOCOL_COLD,
+    "e": PROTOCOL_COLD_ITEMS,  # both rankings of protocol (e)
+    "e-only": PROTOCOL_COLD_ITEMS_ONLY,  # the cold-only ranking alone
 }
 
 
@@ -69,7 +91,10 @@ class Part(StrEnum):
 class Split:
     """Row indices into ``data`` for each part; every row is in at most one part (protocol (d) sparse drops
     some). ``fold_in`` rows are given to the model at scoring time for users it was not trained on;
-    ``eval_users`` (when set) restricts evaluation to those users."""
+    ``eval_users`` (when set) restricts evaluation to those users. ``candidates`` (when set) restricts the
+    ranking of a held-out part to those items, the others being removed like known items; ``tie_order``
+    (when set) is the item order in which equal scores are listed, instead of the item-index order.
+    Both are protocol (e)'s."""
 
     data: InteractionData
     protocol: str
@@ -79,12 +104,18 @@ class Split:
     test: IntArray
     fold_in: IntArray = field(default_factory=_no_rows)
     eval_users: IntArray | None = None
+    candidates: Mapping[Part, IntArray] | None = None
+    tie_order: IntArray | None = None
 
     def rows(self, part: Part | str) -> IntArray:
         part = Part(part)
         if part is Part.TRAIN:
             return self.train
         return self.validation if part is Part.VALIDATION else self.test
+
+    def candidate_items(self, part: Part | str) -> IntArray | None:
+        """The items ranked for ``part`` (sorted indices), or None when every item is."""
+        return None if self.candidates is None else self.candidates.get(Part(part))
 
     def train_matrix(self) -> npt.NDArray[np.float32]:
         return self.data.matrix(self.train)
@@ -224,6 +255,62 @@ def cold_user_split(data: InteractionData, seed: int, share: float = 0.2, given:
     )
 
 
+def _share_count(total: int, share: float) -> int:
+    # floor(x + 0.5) (half up) and at least one, as the per-user and per-item splits round.
+    return max(1, int(np.floor(total * share + 0.5)))
+
+
+def cold_item_split(
+    data: InteractionData, seed: int, valid_share: float = 0.1, test_share: float = 0.2
+) -> Split:
+    """Protocol (e): whole items held out (see the module docstring). The items are drawn from their own
+    stream (seed + 4_000_003) so the draw does not depend on the other protocols' use of the seed."""
+    if data.n_items < 3:
+        raise ValueError("the cold-item split needs at least 3 items")
+    n_test = _share_count(data.n_items, test_share)
+    n_valid = _share_count(data.n_items, valid_share)
+    if n_test + n_valid >= data.n_items:
+        raise ValueError("the held-out shares leave no training item")
+    rng = np.random.default_rng(seed + 4_000_003)
+    order = rng.permutation(data.n_items).astype(np.int64)
+    test_items = np.sort(order[:n_test])
+    valid_items = np.sort(order[n_test : n_test + n_valid])
+    in_test = np.isin(data.items, test_items)
+    in_valid = np.isin(data.items, valid_items)
+    # A separate stream again for the tie order, so that it is not tied to which items were drawn.
+    tie_order = np.random.default_rng(seed + 5_000_003).permutation(data.n_items).astype(np.int64)
+    return Split(
+        data,
+        PROTOCOL_COLD_ITEMS,
+        seed,
+        np.flatnonzero(~in_test & ~in_valid).astype(np.int64),
+        np.flatnonzero(in_valid).astype(np.int64),
+        np.flatnonzero(in_test).astype(np.int64),
+        tie_order=tie_order,
+    )
+
+
+def held_out_items(split: Split, part: Part | str) -> IntArray:
+    """The distinct items of ``part``'s rows, sorted: for protocol (e), that part's cold items."""
+    return np.unique(split.data.items[split.rows(part)]).astype(np.int64)
+
+
+def cold_only_view(split: Split) -> Split:
+    """Protocol (e)'s second ranking: the same split (same rows, so the same fitted model serves), with each
+    held-out part ranked among its own cold items only."""
+    pools = {part: held_out_items(split, part) for part in (Part.VALIDATION, Part.TEST)}
+    return dataclasses.replace(split, protocol=PROTOCOL_COLD_ITEMS_ONLY, candidates=pools)
+
+
+def views(split: Split) -> tuple[Split, ...]:
+    """The rankings ``split`` is scored in, each reported under its own protocol name; they share the
+    training rows, so one fit serves them all. Protocol (e) has two (all items, cold items only); every
+    other protocol one, itself."""
+    if split.protocol == PROTOCOL_COLD_ITEMS:
+        return (split, cold_only_view(split))
+    return (split,)
+
+
 def temporal_split(data: InteractionData, seed: int = 0) -> Split:
     """``seed`` is only recorded (the split itself has no randomness) so records stay uniform."""
     if not data.has_timestamps:
@@ -251,4 +338,8 @@ def make_split(data: InteractionData, protocol: str, seed: int) -> Split:
         return sparse_user_split(data, seed)
     if protocol == PROTOCOL_COLD:
         return cold_user_split(data, seed)
-    raise ValueError(f"unknown protocol {protocol!r}; known: {PROTOCOLS}")
+    if protocol == PROTOCOL_COLD_ITEMS:
+        return cold_item_split(data, seed)
+    if protocol == PROTOCOL_COLD_ITEMS_ONLY:
+        return cold_only_view(cold_item_split(data, seed))
+    raise ValueError(f"unknown protocol {protocol!r}; known: {(*PROTOCOLS, PROTOCOL_COLD_ITEMS_ONLY)}")

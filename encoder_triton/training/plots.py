@@ -45,8 +45,13 @@ def mlm_loss_plot(history: Mapping[str, Any], path: Path, title: str) -> Path:
     probe_end = sum(1 for p in phase if p == "probe")
     if probe_end:
         ax.axvspan(0, probe_end, color="#eeeeee", label="head-only probe (encoder frozen)")
+    return _save_step_plot(plt, fig, ax, path, title, "masked-token cross-entropy")
+
+
+def _save_step_plot(plt: Any, fig: Any, ax: Any, path: Path, title: str, ylabel: str) -> Path:
+    """Label a loss-over-steps plot, write it and free the figure."""
     ax.set_xlabel("step")
-    ax.set_ylabel("masked-token cross-entropy")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -61,14 +66,7 @@ def contrastive_loss_plot(history: Mapping[str, Any], path: Path, title: str) ->
     steps = np.arange(1, len(history["loss"]) + 1)
     ax.plot(steps, smooth(history["loss"]), label="total (10-step mean)")
     ax.plot(steps, smooth(history["unsupervised_loss"]), label="unsupervised SimCSE (10-step mean)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("InfoNCE loss")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_step_plot(plt, fig, ax, path, title, "InfoNCE loss")
 
 
 def bar_plot(values: Mapping[str, float], path: Path, title: str, ylabel: str, log: bool = False) -> Path:

@@ -12,14 +12,20 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import grpc
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from pydantic import SecretStr
 
 from grpc_api.client import RecommenderClient
 from grpc_api.errors import DeadlineExceeded, InvalidRequest, NotFound
+from grpc_api.health import LIST_METHOD, HealthListRequest, HealthListResponse
 from grpc_api.server import SERVICE_NAME, ApiServer
 from jobs.build_index import build_index
 from llmrec.catalogue import Catalogue, build_catalogue
@@ -176,6 +182,79 @@ async def test_reflection_lists_the_recommender(api: Api) -> None:
         async for reply in stub.ServerReflectionInfo(iter([request]), timeout=5):
             names |= {s.name for s in reply.list_services_response.service}
     assert SERVICE_NAME in names
+
+
+def reflection_v1(target: str, *requests: reflection_pb2.ServerReflectionRequest) -> list[Any]:
+    """Requests on one ``grpc.reflection.v1.ServerReflection`` stream, one answer each. grpcio-reflection
+    has no v1 module; v1's messages are v1alpha's on the wire, so its v1alpha classes serve."""
+    with grpc.insecure_channel(target) as channel:
+        info = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        return list(info(iter(requests), timeout=5))
+
+
+def files_pool(reply: Any) -> descriptor_pool.DescriptorPool:
+    """A file_descriptor_response's files in a fresh pool (the server sends a file before its imports)."""
+    pool = descriptor_pool.DescriptorPool()
+    for data in reversed(reply.file_descriptor_response.file_descriptor_proto):
+        pool.Add(descriptor_pb2.FileDescriptorProto.FromString(data))
+    return pool
+
+
+async def test_reflection_v1_finds_the_service_and_its_method(api: Api) -> None:
+    """What `grpcurl describe llmrec.v1.Recommender.Recommend` and ghz --call ask, through reflection v1."""
+    target = f"127.0.0.1:{api.server.port}"
+    method = f"{SERVICE_NAME}.Recommend"
+    listed, by_service, by_method = await call(
+        reflection_v1,
+        target,
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE_NAME),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol=method),
+    )
+    assert {SERVICE_NAME, "grpc.reflection.v1.ServerReflection", "grpc.health.v1.Health"} <= {
+        s.name for s in listed.list_services_response.service
+    }
+    service = files_pool(by_service).FindServiceByName(SERVICE_NAME)
+    assert set(service.methods_by_name) == {"Recommend", "SimilarItems", "GetUserProfile"}
+    found = files_pool(by_method).FindMethodByName(method)
+    assert (found.input_type.full_name, found.output_type.full_name) == (
+        "llmrec.v1.RecommendRequest",
+        "llmrec.v1.RecommendResponse",
+    )
+
+
+async def test_reflection_v1alpha_client_resolves_the_method(api: Api) -> None:
+    """grpcio-reflection's own client (v1alpha) as a descriptor database behind a pool."""
+
+    def lookup() -> tuple[list[str], str]:
+        with grpc.insecure_channel(f"127.0.0.1:{api.server.port}") as channel:
+            database = ProtoReflectionDescriptorDatabase(channel)
+            pool = descriptor_pool.DescriptorPool(descriptor_db=database)
+            method = pool.FindMethodByName(f"{SERVICE_NAME}.Recommend")
+            return list(database.get_services()), method.input_type.full_name
+
+    services, request_type = await call(lookup)
+    assert SERVICE_NAME in services and "grpc.reflection.v1.ServerReflection" in services
+    assert request_type == "llmrec.v1.RecommendRequest"
+
+
+async def test_health_list_reports_every_service(api: Api) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{api.server.port}") as channel:
+        health_list = channel.unary_unary(
+            LIST_METHOD,
+            request_serializer=HealthListRequest.SerializeToString,
+            response_deserializer=HealthListResponse.FromString,
+        )
+        reply = await health_list(HealthListRequest(), timeout=5)
+    statuses = {
+        name: health_pb2.HealthCheckResponse.ServingStatus.Name(s.status)
+        for name, s in reply.statuses.items()
+    }
+    assert statuses == {"": "SERVING", SERVICE_NAME: "SERVING"}
 
 
 async def test_personalised_recommendations_follow_the_profile(api: Api) -> None:

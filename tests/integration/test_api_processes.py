@@ -13,13 +13,14 @@ import grpc
 from api_process import ApiProcess, publish_sample_index
 
 from deploy.process import free_port_run, free_ports
+from grpc_api.metrics import handled_series
 from grpc_api.processes import wait_until_all_serving
 from llmrec.metrics_http import sample_value, scrape
 from llmrec.settings import ApiSettings, Settings
 from llmrec.store import migrate
 from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
 
-OK_RECOMMENDS = 'llmrec_api_request_seconds_count{code="OK",method="Recommend"}'
+OK_RECOMMENDS = handled_series("Recommend")
 
 
 def start_group(settings_factory: Callable[..., Settings], postgres_dsn: str, name: str) -> ApiProcess:

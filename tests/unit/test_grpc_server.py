@@ -14,10 +14,17 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY, generate_latest
 
+from grpc_api import metrics
 from grpc_api.client import RecommenderClient
 from grpc_api.errors import DeadlineExceeded, InvalidRequest, NotFound, RemoteError, Unavailable
+from grpc_api.health import LIST_METHOD, HealthListRequest, HealthListResponse, HealthServicer
+from grpc_api.interceptors import UNDECODABLE_MESSAGE
+from grpc_api.metrics import handled_series
 from grpc_api.processes import child_settings
 from grpc_api.server import SERVICE_NAME, ApiServer, event_loop_factory
 from grpc_api.service import Snapshot
@@ -242,6 +249,165 @@ async def test_reflection_lists_the_services(api: Running) -> None:
         async for reply in stub.ServerReflectionInfo(iter([request]), timeout=2):
             names |= {s.name for s in reply.list_services_response.service}
     assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+
+
+def reflect(target: str, service: str, **request: Any) -> Any:
+    """One request to the server reflection ``service`` (v1 or v1alpha), in grpcio-reflection's v1alpha
+    messages: the two versions have the same messages on the wire."""
+    with grpc.insecure_channel(target) as channel:
+        info = channel.stream_stream(
+            f"/{service}/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        (reply,) = list(info(iter([reflection_pb2.ServerReflectionRequest(**request)]), timeout=2))
+        return reply
+
+
+def pool_of(reply: Any) -> descriptor_pool.DescriptorPool:
+    """The files of a file_descriptor_response, in a pool of their own (each file after its imports)."""
+    protos = {
+        p.name: p
+        for p in map(
+            descriptor_pb2.FileDescriptorProto.FromString,
+            reply.file_descriptor_response.file_descriptor_proto,
+        )
+    }
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(name: str) -> None:
+        if name not in added:
+            for dependency in protos[name].dependency:
+                add(dependency)
+            pool.Add(protos[name])
+            added.add(name)
+
+    for name in protos:
+        add(name)
+    return pool
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+async def test_reflection_resolves_services_and_methods(api: Running, version: str) -> None:
+    """What grpcurl `describe llmrec.v1.Recommender.Recommend` and ghz ask: the file defining a method."""
+    service = f"grpc.reflection.{version}.ServerReflection"
+    listed = await api.call(reflect, api.target, service, list_services="")
+    names = {s.name for s in listed.list_services_response.service}
+    assert names == {
+        SERVICE_NAME,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+    for symbol in (f"{SERVICE_NAME}.Recommend", SERVICE_NAME, "llmrec.v1.RecommendRequest.user_id"):
+        reply = await api.call(reflect, api.target, service, file_containing_symbol=symbol)
+        method = pool_of(reply).FindMethodByName(f"{SERVICE_NAME}.Recommend")
+        assert method.input_type.full_name == "llmrec.v1.RecommendRequest", symbol
+        assert "strategy" in method.output_type.fields_by_name
+    # Health as served, List included; a nested enum; the reflection services themselves.
+    reply = await api.call(
+        reflect,
+        api.target,
+        service,
+        file_containing_symbol="grpc.health.v1.HealthCheckResponse.ServingStatus",
+    )
+    assert list(pool_of(reply).FindServiceByName("grpc.health.v1.Health").methods_by_name) == [
+        "Check",
+        "List",
+        "Watch",
+    ]
+    reply = await api.call(
+        reflect, api.target, service, file_containing_symbol="grpc.reflection.v1.ServerReflection"
+    )
+    assert pool_of(reply).FindServiceByName("grpc.reflection.v1.ServerReflection").methods_by_name
+    missing = await api.call(
+        reflect, api.target, service, file_containing_symbol="llmrec.v1.Recommender.Nope"
+    )
+    assert missing.error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert missing.original_request.file_containing_symbol == "llmrec.v1.Recommender.Nope"
+
+
+async def test_health_list_gives_every_service(api: Running) -> None:
+    async with grpc.aio.insecure_channel(api.target) as channel:
+        list_health = channel.unary_unary(
+            LIST_METHOD,
+            request_serializer=HealthListRequest.SerializeToString,
+            response_deserializer=HealthListResponse.FromString,
+        )
+        reply = await list_health(HealthListRequest(), timeout=2)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert {name: s.status for name, s in reply.statuses.items()} == {"": serving, SERVICE_NAME: serving}
+        await api.server.stop(1.0, drain_s=0.3)  # health goes NOT_SERVING first, then the server stops
+
+
+async def test_health_list_follows_shutdown() -> None:
+    servicer = HealthServicer()
+    await servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await servicer.enter_graceful_shutdown()
+    await servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)  # ignored from now on
+    reply = await servicer.List(HealthListRequest(), None)
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    assert {name: s.status for name, s in reply.statuses.items()} == {
+        "": not_serving,
+        SERVICE_NAME: not_serving,
+    }
+
+
+async def test_undecodable_bytes_are_invalid_argument_without_guessing_why(api: Running) -> None:
+    async with grpc.aio.insecure_channel(api.target) as channel:
+        raw = channel.unary_unary(f"/{SERVICE_NAME}/Recommend")  # bytes in, bytes out
+        for bad in (b"\xff\xff\xff\xff\xff", b"\x0a\x04al\xffe"):  # not protobuf; a string not UTF-8
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await raw(bad, timeout=2)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details() == UNDECODABLE_MESSAGE
+    assert "UTF-8" not in UNDECODABLE_MESSAGE
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_request_metrics_follow_the_go_grpc_prometheus_convention(api: Running) -> None:
+    rpc = {"grpc_type": "unary", "grpc_service": SERVICE_NAME, "grpc_method": "Recommend"}
+    bad = {**rpc, "grpc_code": "InvalidArgument"}
+    ok = {**rpc, "grpc_code": "OK"}
+    before = {
+        "started": sample("grpc_server_started_total", **rpc),
+        "bad": sample("grpc_server_handled_total", **bad),
+        "ok": sample("grpc_server_handled_total", **ok),
+        "ok_seconds": sample("grpc_server_handling_seconds_count", **ok),
+        "fusion": sample("llmrec_api_recommendations_total", strategy="personalized", ranker="fusion"),
+        "cold": sample("llmrec_api_recommendations_total", strategy="cold_start", ranker="popularity"),
+    }
+    await api.call(api.client.recommend, "u1", k=2)
+    await api.call(api.client.recommend, "new-user", k=2)
+    with pytest.raises(InvalidRequest):
+        await api.call(api.client.recommend, "u1", k=1000)
+    assert sample("grpc_server_started_total", **rpc) == before["started"] + 3
+    assert sample("grpc_server_handled_total", **ok) == before["ok"] + 2
+    assert sample("grpc_server_handling_seconds_count", **ok) == before["ok_seconds"] + 2
+    assert sample("grpc_server_handled_total", **bad) == before["bad"] + 1
+    assert sample("llmrec_api_recommendations_total", strategy="personalized", ranker="fusion") == (
+        before["fusion"] + 1
+    )
+    assert sample("llmrec_api_recommendations_total", strategy="cold_start", ranker="popularity") == (
+        before["cold"] + 1
+    )
+    assert sample("llmrec_api_requests_in_flight", grpc_service=SERVICE_NAME, grpc_method="Recommend") == 0
+    # No series keeps the old upper-case code names.
+    exposed = generate_latest(REGISTRY).decode()
+    assert 'grpc_code="INVALID_ARGUMENT"' not in exposed and "llmrec_api_request_seconds" not in exposed
+    assert handled_series("Recommend") in exposed
+
+
+def test_every_status_code_has_its_go_name() -> None:
+    assert set(metrics.CODE_NAMES) == set(grpc.StatusCode)
+    assert metrics.code_name(grpc.StatusCode.INVALID_ARGUMENT) == "InvalidArgument"
+    assert metrics.code_name(grpc.StatusCode.CANCELLED) == "Canceled"  # Go's spelling
+    assert metrics.code_name(grpc.StatusCode.DEADLINE_EXCEEDED) == "DeadlineExceeded"
+    assert metrics.split_method("/grpc.health.v1.Health/Check") == ("grpc.health.v1.Health", "Check")
 
 
 def test_event_loop_setting() -> None:

@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 from prometheus_client import REGISTRY
 
 from grpc_api import loadtest
 from grpc_api.loadtest import LatencyStats, LoadPlan, summarise
+from grpc_api.metrics import SERVICE_NAME, code_name
 from grpc_api.server import ApiServer
 from grpc_api.service import Snapshot
 from llmrec.catalogue import Item
@@ -93,8 +95,9 @@ async def target() -> AsyncIterator[str]:
 
 
 def _served(code: str) -> float:
+    labels = {"grpc_type": "unary", "grpc_service": SERVICE_NAME, "grpc_method": "Recommend"}
     value = REGISTRY.get_sample_value(
-        "llmrec_api_request_seconds_count", {"method": "Recommend", "code": code}
+        "grpc_server_handled_total", {**labels, "grpc_code": code_name(grpc.StatusCode[code])}
     )
     return value or 0.0
 

@@ -306,3 +306,34 @@ async def test_swap_serves_the_new_snapshot_from_the_next_request(service: Recom
 def test_snapshot_tolerates_index_items_missing_from_the_catalogue() -> None:
     snapshot = Snapshot(ItemIndex.build([1, 2], np.eye(2)), [Item(item_id=1, title="One", genres=("Drama",))])
     assert snapshot.missing_metadata == 1 and snapshot.titles == ("One", "item 2")
+
+
+class _ScoresByItemId:
+    """Stands in for the trained ranker (``ranker.model.serving.LearnedRanker``): an item's id is its
+    score."""
+
+    version = "fake-learned-1"
+
+    def __init__(self, item_ids: list[int]) -> None:
+        self.universe_ids = np.asarray(item_ids, dtype=np.int64)
+
+    def online_inputs(self, query: np.ndarray, signals: list[tuple[int, float, float]], ref: float) -> None:
+        return None
+
+    def score(self, inputs: None) -> np.ndarray:
+        return self.universe_ids.astype(np.float32)
+
+
+async def test_each_answer_says_which_ranker_ordered_it(store: FakeStore) -> None:
+    """The path (for the API's llmrec_api_recommendations_total): popularity for a cold start, the plain
+    fusion without a trained ranker, the learned ranker when one is loaded."""
+    plain = RecommendationService(store, make_snapshot())
+    assert (await plain.recommend("nobody", k=3)).ranker == "popularity"
+    assert (await plain.recommend("scifi-fan", k=3)).ranker == "fusion"
+    ids = [it.item_id for it in ITEMS]
+    learned = Snapshot(ItemIndex.build(ids, VECTORS), ITEMS, learned=_ScoresByItemId(ids))  # type: ignore[arg-type]
+    service = RecommendationService(store, learned)
+    answer = await service.recommend("scifi-fan", k=3)
+    assert (answer.strategy, answer.ranker) == ("personalized", "learned")
+    assert [i.item_id for i in answer.items] == [102, 101, 100]  # the highest ids: the fake's scores
+    assert (await service.recommend("nobody", k=3)).ranker == "popularity"
