@@ -42,6 +42,10 @@ COMMANDS = {
         "cli.data_commands:replay",
         "Turn the real MyAnimeList data into events and publish them in event-time order.",
     ),
+    "import-items": LazyCommand(
+        "cli.data_commands:import_items",
+        "Publish a catalogue (JSONL or CSV items, or --from mal|movielens) as item upserts (preview).",
+    ),
     "build-index": LazyCommand(
         "cli.data_commands:build_index",
         "Embed the item catalogue through Triton and write the FAISS index to the artifacts folder.",

@@ -187,6 +187,9 @@ def ensure_server_env(root: Path = DEFAULT_SERVER_ENV, project: Path = REPO_ROOT
         "python": sys.version.split()[0],
         "requirements": requirements,
         "constraints": constraints,
+        # The project is installed editable: a checkout at another path (a copy, a clean clone) must
+        # reinstall it, or model.py would import encoder_triton from the other tree.
+        "project": str(project.resolve()),
         "revision": 2,
     }
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()

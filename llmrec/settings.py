@@ -136,6 +136,11 @@ class KafkaSettings(BaseModel):
         return f"{self.topic_prefix}.watch.v1"
 
     @property
+    def items_topic(self) -> str:
+        """Item (catalogue) events, keyed by item id. Not consumed by the worker yet."""
+        return f"{self.topic_prefix}.items.v1"
+
+    @property
     def dead_letter_topic(self) -> str:
         return f"{self.topic_prefix}.deadletter.v1"
 

@@ -1,4 +1,5 @@
-"""Publish events to Kafka: one topic per event type, keyed by user id, idempotent, with delivery accounting.
+"""Publish events to Kafka: one topic per event type, keyed by user id (item events: the items topic, keyed
+by item id), idempotent, with delivery accounting.
 
 Keying by user id sends all of a user's events to one partition, so the worker sees them in publish order.
 The idempotent producer (``enable.idempotence``, which implies ``acks=all``) keeps retries from writing
@@ -13,7 +14,7 @@ from typing import Any, Protocol, Self
 
 from confluent_kafka import Producer
 
-from llmrec.events.schema import EventType
+from llmrec.events.schema import AnyItemEvent, EventType
 from llmrec.events.topics import client_config
 from llmrec.events.validation import AnyEvent, encode_event
 from llmrec.logs import get_logger
@@ -156,6 +157,13 @@ class EventProducer:
         """Queue one event on its type's topic, keyed by user id. Returns the topic."""
         topic = topic_for(self.kafka, event.event_type)
         self.publish_raw(topic, event.user_id, encode_event(event))
+        return topic
+
+    def publish_item(self, event: AnyItemEvent) -> str:
+        """Queue one item event on the items topic, keyed by item id (an item's events stay in order).
+        Returns the topic."""
+        topic = self.kafka.items_topic
+        self.publish_raw(topic, event.item_id, encode_event(event))
         return topic
 
     def publish_raw(self, topic: str, key: bytes | str | None, value: bytes | None) -> None:

@@ -43,8 +43,8 @@ def client_config(kafka: KafkaSettings) -> dict[str, str]:
 
 
 def system_topics(kafka: KafkaSettings) -> tuple[str, ...]:
-    """The three event topics and the dead-letter topic."""
-    return (*kafka.event_topics, kafka.dead_letter_topic)
+    """The three event topics, the items topic and the dead-letter topic."""
+    return (*kafka.event_topics, kafka.items_topic, kafka.dead_letter_topic)
 
 
 def ensure_topics(
@@ -99,7 +99,7 @@ def ensure_topics(
 
 
 def ensure_system_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create the event and dead-letter topics named by the settings."""
+    """Create the event, items and dead-letter topics named by the settings."""
     return ensure_topics(client_config(kafka), system_topics(kafka), kafka.partitions, timeout_s=timeout_s)
 
 

@@ -1,4 +1,10 @@
-"""Turn raw Kafka message bytes into a typed event, or a machine-readable reason why not."""
+"""Turn raw Kafka message bytes into a typed event, or a machine-readable reason why not.
+
+``parse_event`` reads the interaction topics (ratings, reviews, watch), ``parse_item_event`` the items
+topic; both share the framing checks (size, UTF-8, JSON, one object) and the reason codes. An item upsert's
+``vector`` is checked against the configured embedding dimension by ``check_item_vector``, which the worker
+calls after parsing (the schema cannot know the dimension).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llmrec.events.schema import EVENT_ADAPTER, EventType, RatingEvent, ReviewEvent, WatchEvent
+from llmrec.events.schema import (
+    EVENT_ADAPTER,
+    ITEM_EVENT_ADAPTER,
+    AnyItemEvent,
+    EventType,
+    ItemOp,
+    RatingEvent,
+    ReviewEvent,
+    UpsertItemEvent,
+    WatchEvent,
+)
 
 AnyEvent = RatingEvent | ReviewEvent | WatchEvent
 # Larger than any legitimate event (a 20k-character review is about 80 KB of UTF-8 at worst).
@@ -18,6 +34,7 @@ MAX_MESSAGE_BYTES = 256 * 1024
 MAX_INT_DIGITS = 64
 # Built once: iterating the enum per message was a tenth of the worker's validation time (profiled).
 _EVENT_TYPES = frozenset(t.value for t in EventType)
+_ITEM_OPS = frozenset(op.value for op in ItemOp)
 
 
 class RejectReason(StrEnum):
@@ -33,6 +50,10 @@ class RejectReason(StrEnum):
     SCHEMA_VIOLATION = "schema_violation"
     NON_FINITE_NUMBER = "non_finite_number"
     UNKNOWN_ITEM = "unknown_item"
+    # Items topic: ``op`` is missing or not one of upsert, hide, unhide, delete.
+    UNKNOWN_ITEM_OP = "unknown_item_op"
+    # Items topic: an upsert's vector does not have the configured embedding dimension (check_item_vector).
+    VECTOR_DIMENSION_MISMATCH = "vector_dimension_mismatch"
     # Found by the worker after validation: the encoder refused the review text as bad input.
     ENCODER_REJECTED = "encoder_rejected"
     # A valid event whose signal could not be computed (a non-finite strength): a gap in validation.
@@ -86,8 +107,9 @@ def _summarise(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_event(raw: bytes | None, expected_type: EventType | None = None) -> AnyEvent:
-    """Decode and validate one message. Raises ``InvalidEvent`` with a stable reason code."""
+def decode_object(raw: bytes | None) -> dict[str, Any]:
+    """The framing checks every topic shares: one JSON object of at most ``MAX_MESSAGE_BYTES``, UTF-8, with
+    finite numbers. Raises ``InvalidEvent``."""
     if not raw:
         raise InvalidEvent(RejectReason.EMPTY, "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
@@ -106,6 +128,12 @@ def parse_event(raw: bytes | None, expected_type: EventType | None = None) -> An
         raise InvalidEvent(
             RejectReason.NOT_AN_OBJECT, f"expected a JSON object, got {type(payload).__name__}"
         )
+    return payload
+
+
+def parse_event(raw: bytes | None, expected_type: EventType | None = None) -> AnyEvent:
+    """Decode and validate one message. Raises ``InvalidEvent`` with a stable reason code."""
+    payload = decode_object(raw)
     event_type = payload.get("event_type")
     # isinstance first: a list or object as event_type is unhashable and would raise TypeError in the set.
     if not isinstance(event_type, str) or event_type not in _EVENT_TYPES:
@@ -121,6 +149,45 @@ def parse_event(raw: bytes | None, expected_type: EventType | None = None) -> An
         raise InvalidEvent(RejectReason.SCHEMA_VIOLATION, _summarise(exc)) from None
 
 
-def encode_event(event: AnyEvent) -> bytes:
-    """The wire form of an event (compact JSON, UTF-8)."""
+def parse_item_event(raw: bytes | None) -> AnyItemEvent:
+    """Decode and validate one message of the items topic. Raises ``InvalidEvent`` with a stable reason code.
+
+    An interaction event (it has an ``event_type`` and no ``op``) is ``wrong_topic``. Whether the item
+    exists is not checked here: ``delete`` or ``hide`` of an unknown id is a valid event, and the worker
+    decides what it means. The vector's dimension is checked separately (``check_item_vector``).
+    """
+    payload = decode_object(raw)
+    op = payload.get("op")
+    if op is None and "event_type" in payload:
+        raise InvalidEvent(
+            RejectReason.WRONG_TOPIC, f"{repr(payload['event_type'])[:100]} event on the items topic"
+        )
+    if not isinstance(op, str) or op not in _ITEM_OPS:
+        raise InvalidEvent(
+            RejectReason.UNKNOWN_ITEM_OP, f"op {repr(op)[:100]} is not one of {sorted(_ITEM_OPS)}"
+        )
+    try:
+        return ITEM_EVENT_ADAPTER.validate_python(payload)
+    except ValidationError as exc:
+        raise InvalidEvent(RejectReason.SCHEMA_VIOLATION, _summarise(exc)) from None
+
+
+def check_item_vector(event: AnyItemEvent, dim: int) -> InvalidEvent | None:
+    """Why an item event's vector does not fit an index of ``dim`` dimensions, or None when it does (or when
+    the event carries no vector). The worker calls it with its configured embedding dimension and
+    dead-letters the event with the returned reason (``vector_dimension_mismatch``)."""
+    if not isinstance(event, UpsertItemEvent) or event.vector is None:
+        return None
+    if len(event.vector) != dim:
+        return InvalidEvent(
+            RejectReason.VECTOR_DIMENSION_MISMATCH,
+            f"vector has {len(event.vector)} dimensions, the index has {dim}",
+        )
+    if not all(math.isfinite(x) for x in event.vector):
+        return InvalidEvent(RejectReason.NON_FINITE_NUMBER, "vector holds a non-finite number")
+    return None
+
+
+def encode_event(event: AnyEvent | AnyItemEvent) -> bytes:
+    """The wire form of an event or item event (compact JSON, UTF-8)."""
     return event.model_dump_json(exclude_none=True).encode("utf-8")

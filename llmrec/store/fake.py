@@ -7,7 +7,10 @@ It behaves like ``llmrec.store.postgres.PostgresStore`` wherever a caller can te
   ledger, and must return a state for each of those users;
 - a profile counts the user's ratings, reviews and watch events and keeps the latest event time;
 - seen items are aggregated from the ledger per item (summed strength, latest event time, latest rating,
-  every event kind, latest watch status), strongest first, ties by item id.
+  every event kind, latest watch status), strongest first, ties by item id;
+- the catalogue applies item changes with the rule PostgreSQL uses (``llmrec.store.item_merge``): the rows
+  that a batch changes take the next ``change_seq`` values in item-id order; the change feed, the reads and
+  the counts follow the PostgreSQL queries.
 
 Failure knobs: ``unavailable`` simulates an outage (every call raises ``StoreUnavailable`` until it is
 cleared), ``fail`` a transient one (the next ``fail`` calls raise it), ``delay_s`` a slow database.
@@ -19,29 +22,37 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from llmrec.events.schema import EventType, WatchStatus
 from llmrec.store.interface import (
     ApplyResult,
+    CatalogueChange,
+    CatalogueStore,
     EventStore,
+    ItemApplyResult,
     LedgerEntry,
     ProfileReader,
     ProfileUpdater,
     SeenItem,
+    StoredItem,
     StoredProfile,
     StoreUnavailable,
 )
+from llmrec.store.item_merge import apply_changes
 
 
 @dataclass
 class FakeStore:
-    """The ledger as a dict by event id (insertion order) and the profiles as a dict by user id."""
+    """The ledger as a dict by event id (insertion order), the profiles as a dict by user id and the
+    catalogue as a dict by item id, with its last ``change_seq``."""
 
     ledger: dict[str, LedgerEntry] = field(default_factory=dict)
     profiles: dict[str, StoredProfile] = field(default_factory=dict)
+    items: dict[str, StoredItem] = field(default_factory=dict)
+    change_seq: int = 0
     unavailable: bool = False
     fail: int = 0
     delay_s: float = 0.0
@@ -123,6 +134,45 @@ class FakeStore:
     async def ping(self) -> None:
         await self._enter("ping")
 
+    # -- CatalogueStore ---------------------------------------------------------------------------------
+
+    async def apply_item_changes(self, changes: Sequence[CatalogueChange]) -> ItemApplyResult:
+        await self._enter("apply_item_changes")
+        return self.apply_items(changes)
+
+    def apply_items(self, changes: Sequence[CatalogueChange]) -> ItemApplyResult:
+        """``apply_item_changes`` without the failure knobs and the event loop: for setting up test data."""
+        new_rows, result = apply_changes(self.items, changes)
+        now = datetime.now(UTC)
+        for item_id, row in new_rows.items():  # in item-id order
+            self.change_seq += 1
+            self.items[item_id] = replace(row, change_seq=self.change_seq, updated_at=now)
+        return result
+
+    async def items_changed_since(self, change_seq: int, limit: int = 1000) -> tuple[list[StoredItem], int]:
+        await self._enter("items_changed_since")
+        changed = sorted(
+            (i for i in self.items.values() if i.change_seq > change_seq), key=lambda i: i.change_seq
+        )
+        page = changed[:limit]
+        return page, page[-1].change_seq if page else change_seq
+
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, StoredItem]:
+        await self._enter("get_items")
+        return {i: self.items[i] for i in item_ids if i in self.items}
+
+    async def item_content_hashes(self, item_ids: Sequence[str]) -> dict[str, str]:
+        await self._enter("item_content_hashes")
+        return {
+            i: digest
+            for i in item_ids
+            if i in self.items and (digest := self.items[i].content_hash) is not None
+        }
+
+    async def count_items(self, include_hidden: bool = False) -> int:
+        await self._enter("count_items")
+        return sum(1 for i in self.items.values() if i.live and (include_hidden or not i.hidden))
+
     # -- the rest of PostgresStore's surface --------------------------------------------------------------
 
     async def users_with_profiles(self, limit: int) -> list[str]:
@@ -157,6 +207,7 @@ def _aggregate(item_id: int, entries: Sequence[LedgerEntry]) -> SeenItem:
     )
 
 
-if TYPE_CHECKING:  # mypy checks that the fake implements both ports
+if TYPE_CHECKING:  # mypy checks that the fake implements the ports
     _EVENT_STORE: EventStore = FakeStore()
     _PROFILE_READER: ProfileReader = FakeStore()
+    _CATALOGUE_STORE: CatalogueStore = FakeStore()

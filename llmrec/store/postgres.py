@@ -11,7 +11,13 @@ One batch is one transaction:
 
 User vectors are ``vector`` columns when pgvector is installed and ``real[]`` otherwise (the migration
 decides). The SQL here works with both: vectors are sent as ``real[]`` (pgvector has an assignment cast
-to ``vector``) and read back as ``vector_sum::real[]``.
+to ``vector``) and read back as ``vector_sum::real[]``. Item vectors in the catalogue likewise.
+
+The catalogue (``CatalogueStore``, migration 002): a batch of item changes is one transaction that takes
+the catalogue's advisory lock (catalogue writers serialise, so ``change_seq`` values commit in increasing
+order and a follower of ``items_changed_since`` misses none), reads the touched rows, folds the changes
+over them with the shared rule in ``llmrec.store.item_merge`` and writes back the rows that changed, each
+with a new ``change_seq``.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
+from psycopg.types.json import Jsonb
 
 from llmrec.events.schema import EventType, WatchStatus
 from llmrec.logs import get_logger
@@ -34,12 +41,20 @@ from llmrec.store.arrays import register_vector_adapters
 from llmrec.store.idle_check import IdleCheck
 from llmrec.store.interface import (
     ApplyResult,
+    CatalogueChange,
+    CatalogueStore,
+    EventStore,
+    ItemApplyResult,
     LedgerEntry,
+    ProfileReader,
     ProfileUpdater,
     SeenItem,
+    StoredItem,
     StoredProfile,
     StoreUnavailable,
+    Version,
 )
+from llmrec.store.item_merge import apply_changes
 from llmrec.store.pool import CappedReconnectPool
 
 log = get_logger(__name__)
@@ -125,6 +140,90 @@ LIMIT %s
 _USERS_WITH_PROFILES = """
 SELECT user_id FROM user_profiles WHERE vector_sum IS NOT NULL ORDER BY user_id LIMIT %s
 """
+
+
+# Catalogue writers serialise on this transaction-level advisory lock (any constant other advisory locks in
+# the database do not use; migrate's is 0x6C6C6D726563).
+_CATALOGUE_LOCK_KEY = 0x6C6C6D636174  # "llmcat"
+
+_ITEM_COLUMNS = """
+item_id, title, text, categories, attributes, vector::real[], vector_source, content_hash, hidden, deleted,
+body_event_time, body_event_id, hidden_event_time, hidden_event_id, change_seq, updated_at
+"""
+
+_GET_ITEMS = f"SELECT {_ITEM_COLUMNS} FROM catalogue_items WHERE item_id = ANY(%s::text[])"
+
+_ITEMS_CHANGED_SINCE = (
+    f"SELECT {_ITEM_COLUMNS} FROM catalogue_items WHERE change_seq > %s ORDER BY change_seq LIMIT %s"
+)
+
+# One row per statement (executemany, pipelined): item bodies are ragged (categories, vectors of any
+# length or none), and catalogue batches are small next to the ledger's.
+_WRITE_ITEM = """
+INSERT INTO catalogue_items (
+    item_id, title, text, categories, attributes, vector, vector_source, content_hash, hidden, deleted,
+    body_event_time, body_event_id, hidden_event_time, hidden_event_id, event_time, event_id, change_seq,
+    updated_at)
+VALUES (
+    %s, %s, %s, %s::text[], %s::jsonb, %b::real[], %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+    nextval('catalogue_change_seq'), now())
+ON CONFLICT (item_id) DO UPDATE SET
+    title = EXCLUDED.title, text = EXCLUDED.text, categories = EXCLUDED.categories,
+    attributes = EXCLUDED.attributes, vector = EXCLUDED.vector, vector_source = EXCLUDED.vector_source,
+    content_hash = EXCLUDED.content_hash, hidden = EXCLUDED.hidden, deleted = EXCLUDED.deleted,
+    body_event_time = EXCLUDED.body_event_time, body_event_id = EXCLUDED.body_event_id,
+    hidden_event_time = EXCLUDED.hidden_event_time, hidden_event_id = EXCLUDED.hidden_event_id,
+    event_time = EXCLUDED.event_time, event_id = EXCLUDED.event_id, change_seq = EXCLUDED.change_seq,
+    updated_at = EXCLUDED.updated_at
+"""
+
+
+def _version(event_time: datetime | None, event_id: str | None) -> Version | None:
+    return Version(event_time, event_id) if event_time is not None and event_id is not None else None
+
+
+def _stored_item(row: Any) -> StoredItem:
+    (
+        item_id, title, text, categories, attributes, vector, vector_source, content_hash, hidden, deleted,
+        body_time, body_id, hidden_time, hidden_id, change_seq, updated_at,
+    ) = row  # fmt: skip
+    return StoredItem(
+        item_id=item_id,
+        title=title,
+        text=text,
+        categories=tuple(categories),
+        attributes=attributes,
+        vector=vector,
+        vector_source=vector_source,
+        content_hash=content_hash,
+        hidden=hidden,
+        deleted=deleted,
+        body_version=_version(body_time, body_id),
+        hidden_version=_version(hidden_time, hidden_id),
+        change_seq=int(change_seq),
+        updated_at=updated_at,
+    )
+
+
+def _item_params(item: StoredItem) -> tuple[Any, ...]:
+    body, flag = item.body_version, item.hidden_version
+    return (
+        item.item_id,
+        item.title,
+        item.text,
+        list(item.categories),
+        Jsonb(dict(item.attributes)),
+        item.vector,
+        item.vector_source,
+        item.content_hash,
+        item.hidden,
+        item.deleted,
+        body.event_time if body else None,
+        body.event_id if body else None,
+        flag.event_time if flag else None,
+        flag.event_id if flag else None,
+        *item.version,
+    )
 
 
 def _to_state(vector_sum: Vector, weight_sum: float, ref_time: datetime | None) -> PreferenceState:
@@ -373,6 +472,73 @@ class PostgresStore:
         except TRANSIENT_ERRORS as exc:
             raise StoreUnavailable(f"ping failed: {type(exc).__name__}: {exc}") from exc
 
+    # -- CatalogueStore ----------------------------------------------------------------------------------
+
+    async def apply_item_changes(self, changes: Sequence[CatalogueChange]) -> ItemApplyResult:
+        if not changes:
+            return ItemApplyResult(applied=0, stale=0, duplicates=0)
+        item_ids = sorted({c.item_id for c in changes})
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CATALOGUE_LOCK_KEY,))
+                async with conn.cursor(binary=True) as cur:
+                    await cur.execute(_GET_ITEMS, (item_ids,))
+                    current = {row[0]: _stored_item(row) for row in await cur.fetchall()}
+                new_rows, result = apply_changes(current, changes)
+                if new_rows:
+                    async with conn.cursor() as cur:
+                        # new_rows is in item-id order: the rows take their change_seq in the fake's order.
+                        await cur.executemany(_WRITE_ITEM, [_item_params(r) for r in new_rows.values()])
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"apply_item_changes failed: {type(exc).__name__}: {exc}") from exc
+        return result
+
+    async def items_changed_since(self, change_seq: int, limit: int = 1000) -> tuple[list[StoredItem], int]:
+        try:
+            async with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+                await cur.execute(_ITEMS_CHANGED_SINCE, (change_seq, limit))
+                items = [_stored_item(row) for row in await cur.fetchall()]
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"items_changed_since failed: {type(exc).__name__}: {exc}") from exc
+        return items, items[-1].change_seq if items else change_seq
+
+    async def get_items(self, item_ids: Sequence[str]) -> dict[str, StoredItem]:
+        if not item_ids:
+            return {}
+        try:
+            async with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+                await cur.execute(_GET_ITEMS, (list(item_ids),))
+                return {row[0]: _stored_item(row) for row in await cur.fetchall()}
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"get_items failed: {type(exc).__name__}: {exc}") from exc
+
+    async def item_content_hashes(self, item_ids: Sequence[str]) -> dict[str, str]:
+        if not item_ids:
+            return {}
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT item_id, content_hash FROM catalogue_items"
+                    " WHERE item_id = ANY(%s::text[]) AND content_hash IS NOT NULL",
+                    (list(item_ids),),
+                )
+                return {str(item_id): str(digest) for item_id, digest in await cur.fetchall()}
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"item_content_hashes failed: {type(exc).__name__}: {exc}") from exc
+
+    async def count_items(self, include_hidden: bool = False) -> int:
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT count(*) FROM catalogue_items"
+                    " WHERE title IS NOT NULL AND NOT deleted AND (%s OR NOT hidden)",
+                    (include_hidden,),
+                )
+                row = await cur.fetchone()
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"count_items failed: {type(exc).__name__}: {exc}") from exc
+        return int(row[0]) if row else 0
+
     # Reads by id prefix: a benchmark's or a test's run tags its events and users with a prefix of its own.
 
     async def count_events(self, event_id_prefix: str) -> int:
@@ -431,3 +597,9 @@ class PostgresStore:
                 return [str(row[0]) for row in await cur.fetchall()]
         except TRANSIENT_ERRORS as exc:
             raise StoreUnavailable(f"most_active_users failed: {type(exc).__name__}: {exc}") from exc
+
+
+if TYPE_CHECKING:  # mypy checks that the store implements the ports
+    _EVENT_STORE: EventStore = PostgresStore("")
+    _PROFILE_READER: ProfileReader = PostgresStore("")
+    _CATALOGUE_STORE: CatalogueStore = PostgresStore("")

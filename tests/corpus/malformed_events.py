@@ -8,6 +8,11 @@ Cases are self-contained bytes: no clock is read (the "future" is the year 2999)
 
 Used by ``tests/integration/test_bad_input.py`` (through Kafka and a real worker) and
 ``tests/unit/test_properties.py`` (through ``parse_event`` alone).
+
+``MALFORMED_ITEM_EVENTS`` are the items topic's cases (through ``parse_item_event``, and
+``check_item_vector`` with ``ITEM_VECTOR_DIM`` for the dimension case). They are a separate list for now:
+the worker does not consume the items topic yet, so ``test_bad_input.py`` (which expects a dead letter for
+every case of ``MALFORMED_EVENTS``) cannot take them; only the unit tests use them until it does.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from llmrec.events.schema import MAX_TEXT_CHARS, EventType
+from llmrec.events.schema import MAX_ATTRIBUTES_BYTES, MAX_CATEGORIES, MAX_TEXT_CHARS, EventType
 from llmrec.events.validation import MAX_MESSAGE_BYTES, RejectReason
 
 KNOWN_ITEM = 1  # must be in the item index of a test that uses the corpus
@@ -228,3 +233,110 @@ MALFORMED_EVENTS: list[MalformedCase] = [
 
 _names = [case.name for case in MALFORMED_EVENTS]
 assert len(set(_names)) == len(_names), "case names must be unique"
+
+
+# -- the items topic ---------------------------------------------------------------------------------------
+
+ITEM_VECTOR_DIM = 4  # the embedding dimension a test using the item cases must configure
+
+
+@dataclass(frozen=True)
+class MalformedItemCase:
+    name: str
+    value: bytes
+    reason: RejectReason
+
+
+def _item(op: str = "upsert", **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "op": op,
+        "event_id": f"bad-item-{op}",
+        "item_id": "sku-kettle-1",
+        "event_time": "2025-01-01T00:00:00Z",
+    }
+    if op == "upsert":
+        body.update(title="Kettle, 1.7 l", categories=["kitchen"], vector=[0.5] * ITEM_VECTOR_DIM)
+    body.update(changes)
+    return body
+
+
+def item_json(op: str = "upsert", **changes: Any) -> bytes:
+    return json.dumps(_item(op, **changes), ensure_ascii=False).encode("utf-8")
+
+
+def _item_without(field: str, op: str = "upsert") -> bytes:
+    body = _item(op)
+    del body[field]
+    return json.dumps(body).encode("utf-8")
+
+
+def _item_raw_vector(literal: str) -> bytes:
+    text = json.dumps(_item(vector=["MARK"] + [0.5] * (ITEM_VECTOR_DIM - 1)))
+    return text.replace('"MARK"', literal).encode("utf-8")
+
+
+MALFORMED_ITEM_EVENTS: list[MalformedItemCase] = [
+    # -- routing: op ---------------------------------------------------------------------------------------
+    MalformedItemCase("item: missing op", _item_without("op"), R.UNKNOWN_ITEM_OP),
+    MalformedItemCase("item: unknown op", item_json(op="archive"), R.UNKNOWN_ITEM_OP),
+    MalformedItemCase("item: op in capitals", item_json(op="UPSERT"), R.UNKNOWN_ITEM_OP),
+    MalformedItemCase("item: op is a list", item_json(**{"op": ["upsert"]}), R.UNKNOWN_ITEM_OP),
+    MalformedItemCase("item: rating event on the items topic", _json(RATING), R.WRONG_TOPIC),
+    # -- the item id: an opaque string -----------------------------------------------------------------------
+    MalformedItemCase("item: missing item_id", _item_without("item_id"), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: hide without item_id", _item_without("item_id", "hide"), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: item_id is a number", item_json(item_id=5114), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: item_id empty", item_json(item_id=""), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: item_id with a leading space", item_json(item_id=" sku-1"), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: item_id with a newline", item_json(item_id="sku\n1"), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: item_id of 257 characters", item_json(item_id="i" * 257), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: missing event_id", _item_without("event_id"), R.SCHEMA_VIOLATION),
+    MalformedItemCase(
+        "item: event_time naive", item_json(event_time="2025-01-01T00:00:00"), R.SCHEMA_VIOLATION
+    ),
+    MalformedItemCase("item: schema_version 2", item_json(schema_version=2), R.SCHEMA_VIOLATION),
+    # -- upsert fields -------------------------------------------------------------------------------------
+    MalformedItemCase("item: upsert without title", _item_without("title"), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: upsert with an empty title", item_json(title=""), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: upsert with a blank title", item_json(title="  \t "), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: title is a number", item_json(title=42), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: title of 1001 characters", item_json(title="t" * 1001), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: categories is a string", item_json(categories="kitchen"), R.SCHEMA_VIOLATION),
+    MalformedItemCase(
+        "item: too many categories",
+        item_json(categories=[f"c{i}" for i in range(MAX_CATEGORIES + 1)]),
+        R.SCHEMA_VIOLATION,
+    ),
+    MalformedItemCase("item: attributes is a list", item_json(attributes=[1, 2]), R.SCHEMA_VIOLATION),
+    MalformedItemCase(
+        "item: attribute is an object", item_json(attributes={"size": {"w": 1}}), R.SCHEMA_VIOLATION
+    ),
+    MalformedItemCase(
+        "item: attributes too large",
+        item_json(attributes={"blurb": "b" * MAX_ATTRIBUTES_BYTES}),
+        R.SCHEMA_VIOLATION,
+    ),
+    MalformedItemCase(
+        "item: text over the limit", item_json(text="w" * (MAX_TEXT_CHARS + 1)), R.SCHEMA_VIOLATION
+    ),
+    MalformedItemCase("item: text of about 1 MB", item_json(text="a" * 990_000), R.TOO_LARGE),
+    MalformedItemCase("item: text is a number", item_json(text=7), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: unknown field", item_json(colour="blue"), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: title on a hide", item_json("hide", title="Kettle"), R.SCHEMA_VIOLATION),
+    # -- the vector ------------------------------------------------------------------------------------------
+    MalformedItemCase("item: vector with NaN", _item_raw_vector("NaN"), R.NON_FINITE_NUMBER),
+    MalformedItemCase("item: vector with Infinity", _item_raw_vector("Infinity"), R.NON_FINITE_NUMBER),
+    MalformedItemCase("item: vector with 1e999", _item_raw_vector("1e999"), R.NON_FINITE_NUMBER),
+    MalformedItemCase("item: vector of strings", item_json(vector=["0.5"] * 4), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: vector of booleans", item_json(vector=[True] * 4), R.SCHEMA_VIOLATION),
+    MalformedItemCase("item: vector empty", item_json(vector=[]), R.SCHEMA_VIOLATION),
+    # Valid on the wire; ``check_item_vector(event, ITEM_VECTOR_DIM)`` rejects it.
+    MalformedItemCase(
+        "item: vector of the wrong dimension",
+        item_json(vector=[0.5] * (ITEM_VECTOR_DIM + 1)),
+        R.VECTOR_DIMENSION_MISMATCH,
+    ),
+]
+
+_item_names = [case.name for case in MALFORMED_ITEM_EVENTS]
+assert len(set(_item_names)) == len(_item_names), "item case names must be unique"

@@ -36,7 +36,15 @@ from llmrec.events.schema import (
     WatchEvent,
     WatchStatus,
 )
-from llmrec.events.validation import AnyEvent, InvalidEvent, RejectReason, encode_event, parse_event
+from llmrec.events.validation import (
+    AnyEvent,
+    InvalidEvent,
+    RejectReason,
+    check_item_vector,
+    encode_event,
+    parse_event,
+    parse_item_event,
+)
 from llmrec.preference_state import PreferenceState
 from llmrec.settings import KafkaSettings
 from ranker.preferences import (
@@ -50,7 +58,15 @@ from ranker.preferences import (
 from stream.deadletter import DeadLetter
 from stream.item_vectors import ArrayItemVectors
 from stream.processing import MAX_DEAD_LETTER_BYTES, BatchProcessor, RawMessage, topic_event_types
-from tests.corpus.malformed_events import KNOWN_ITEM, MALFORMED_EVENTS, UNKNOWN_ITEM, MalformedCase
+from tests.corpus.malformed_events import (
+    ITEM_VECTOR_DIM,
+    KNOWN_ITEM,
+    MALFORMED_EVENTS,
+    MALFORMED_ITEM_EVENTS,
+    UNKNOWN_ITEM,
+    MalformedCase,
+    MalformedItemCase,
+)
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DIM = 8
@@ -146,6 +162,19 @@ def test_each_corpus_case_is_rejected_for_its_stated_reason(case: MalformedCase)
         assert not isinstance(result, RejectReason) and result.item_id == UNKNOWN_ITEM != KNOWN_ITEM
     else:
         assert result == case.reason
+
+
+@pytest.mark.parametrize("case", MALFORMED_ITEM_EVENTS, ids=[c.name for c in MALFORMED_ITEM_EVENTS])
+def test_each_item_corpus_case_is_rejected_for_its_stated_reason(case: MalformedItemCase) -> None:
+    """Items topic: ``parse_item_event``, then the worker's dimension check (``vector_dimension_mismatch``
+    events are valid on the wire). Not yet through a worker: it does not consume the items topic."""
+    try:
+        event = parse_item_event(case.value)
+    except InvalidEvent as exc:
+        assert exc.reason == case.reason, exc.detail
+        return
+    rejected = check_item_vector(event, ITEM_VECTOR_DIM)
+    assert rejected is not None and rejected.reason == case.reason
 
 
 # -- valid events round-trip ---------------------------------------------------------------------------------
