@@ -34,10 +34,11 @@ from typing import Any, Protocol
 
 from tqdm import tqdm
 
+from jobs.publishing import finish_delivery
 from llmrec.catalogue import Catalogue, Item, build_catalogue
 from llmrec.data_source import find_data_file, open_data_file, resolve_data_source
 from llmrec.events.files import FileFormat, csv_row_payload, detect_format
-from llmrec.events.producer import EventProducer, PublishError
+from llmrec.events.producer import EventProducer
 from llmrec.events.schema import AnyItemEvent, ItemOp, UpsertItemEvent
 from llmrec.events.topics import ensure_system_topics
 from llmrec.events.validation import InvalidEvent, RejectReason, decode_object, parse_item_event
@@ -355,15 +356,9 @@ def import_items(
             first_line=summary.invalid[0].line_no if summary.invalid else None,
         )
     if sink is not None:
-        try:
-            sink.flush(flush_timeout_s)
-        except PublishError as exc:
-            summary.delivered, summary.failed = sink.delivered, sink.failed
-            summary.elapsed_s = time.monotonic() - started
-            exc.summary = summary
-            raise
-        summary.delivered, summary.failed = sink.delivered, sink.failed
-    summary.elapsed_s = time.monotonic() - started
+        finish_delivery(sink, summary, started, flush_timeout_s)
+    else:
+        summary.elapsed_s = time.monotonic() - started
     log.info("import_items_done", **{k: v for k, v in summary.as_dict().items() if k != "invalid"})
     return summary
 

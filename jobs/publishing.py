@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -105,9 +105,29 @@ def _default_producer(settings: Settings) -> EventSink:
     return EventProducer(settings.kafka)
 
 
-def _finish(
-    sink: EventSink, summary: PublishSummary, started: float, flush_timeout_s: float
-) -> PublishSummary:
+class DeliverySummary(Protocol):
+    """The delivery fields every publishing job's summary keeps (``PublishSummary``, ``ImportSummary``)."""
+
+    delivered: int
+    failed: int
+    elapsed_s: float
+
+
+class FlushingSink(Protocol):
+    delivered: int
+    failed: int
+
+    def flush(self, timeout: float = ...) -> None: ...
+
+
+_Summary = TypeVar("_Summary", bound=DeliverySummary)
+
+
+def finish_delivery(
+    sink: FlushingSink, summary: _Summary, started: float, flush_timeout_s: float
+) -> _Summary:
+    """Wait for the brokers' acknowledgements and record them in ``summary``; a ``PublishError`` carries the
+    summary so the caller can still report what was delivered."""
     try:
         sink.flush(flush_timeout_s)
     except PublishError as exc:
@@ -199,7 +219,7 @@ def publish_file(
             invalid=summary.invalid_count,
             first_line=summary.invalid[0].line_no if summary.invalid else None,
         )
-    return _finish(sink, summary, started, flush_timeout_s)
+    return finish_delivery(sink, summary, started, flush_timeout_s)
 
 
 def resolve_source(settings: Settings, source: DataSource | Path | str | None) -> DataSource:
@@ -247,4 +267,4 @@ def replay(
     sink = producer_factory(settings)
     with tqdm(total=len(events), desc=f"replay {data.kind.value}", unit="event", disable=not progress) as bar:
         _publish_all(events, sink, summary, bar)
-    return _finish(sink, summary, started, flush_timeout_s)
+    return finish_delivery(sink, summary, started, flush_timeout_s)
