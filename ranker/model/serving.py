@@ -48,12 +48,6 @@ from ranker.preferences import DecayPolicy
 FloatArray = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
 
-CURRENT = RANKER_CURRENT_FILE
-META_FILE = RANKER_META_FILE
-WEIGHTS_FILE = RANKER_WEIGHTS_FILE
-ITEM_SIDE_FILE = RANKER_ITEM_SIDE_FILE
-UNIVERSE_FILE = RANKER_UNIVERSE_FILE
-
 
 # One seen item as the ranker needs it online: (item id, summed strength, latest event time in Unix s),
 # built from ``llmrec.store.SeenItem``.
@@ -127,10 +121,10 @@ def save_ranker(model: LLMRec, universe_ids: Sequence[int], root: Path, trained_
     version = f"llmrec-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{digest.hexdigest()[:8]}"
     folder = root / version
     folder.mkdir(parents=True, exist_ok=False)
-    torch.save(state, folder / WEIGHTS_FILE)
+    torch.save(state, folder / RANKER_WEIGHTS_FILE)
     side = model.item_side
     np.savez(
-        folder / ITEM_SIDE_FILE,
+        folder / RANKER_ITEM_SIDE_FILE,
         ease=side.ease,
         vectors=side.vectors,
         log_popularity=side.log_popularity,
@@ -138,7 +132,7 @@ def save_ranker(model: LLMRec, universe_ids: Sequence[int], root: Path, trained_
             [side.popularity_mean, side.popularity_std, side.activity_mean, side.activity_std], np.float64
         ),
     )
-    np.save(folder / UNIVERSE_FILE, np.asarray(universe_ids, dtype=np.int64), allow_pickle=False)
+    np.save(folder / RANKER_UNIVERSE_FILE, np.asarray(universe_ids, dtype=np.int64), allow_pickle=False)
     meta = {
         "version": version,
         "model": model.name,
@@ -150,13 +144,13 @@ def save_ranker(model: LLMRec, universe_ids: Sequence[int], root: Path, trained_
         "trained_on": trained_on,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    _write_atomic(root / CURRENT, version + "\n")
+    (folder / RANKER_META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _write_atomic(root / RANKER_CURRENT_FILE, version + "\n")
     return folder
 
 
 def current_version(root: Path) -> str | None:
-    pointer = root / CURRENT
+    pointer = root / RANKER_CURRENT_FILE
     if not pointer.is_file():
         return None
     version = pointer.read_text(encoding="utf-8").strip()
@@ -164,11 +158,11 @@ def current_version(root: Path) -> str | None:
 
 
 def load_ranker(folder: Path) -> LearnedRanker:
-    meta: dict[str, Any] = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    meta: dict[str, Any] = json.loads((folder / RANKER_META_FILE).read_text(encoding="utf-8"))
     if tuple(meta["features"]) != FEATURES:
         raise ValueError(f"ranker {folder.name} was trained on features {meta['features']}, not {FEATURES}")
     config = LLMRecConfig.from_dict(meta["config"])
-    with np.load(folder / ITEM_SIDE_FILE) as stored:
+    with np.load(folder / RANKER_ITEM_SIDE_FILE) as stored:
         pop_mean, pop_std, act_mean, act_std = (float(x) for x in stored["constants"])
         side = ItemSide(
             stored["ease"],
@@ -179,7 +173,7 @@ def load_ranker(folder: Path) -> LearnedRanker:
             act_mean,
             act_std,
         )
-    universe = np.load(folder / UNIVERSE_FILE, allow_pickle=False).astype(np.int64)
+    universe = np.load(folder / RANKER_UNIVERSE_FILE, allow_pickle=False).astype(np.int64)
     net = FusionNet(
         len(FEATURES),
         side.vectors.shape[1],
@@ -189,7 +183,7 @@ def load_ranker(folder: Path) -> LearnedRanker:
         config.fusion,
         id_items=None if config.use_lm else len(universe),
     )
-    net.load_state_dict(torch.load(folder / WEIGHTS_FILE, weights_only=True))
+    net.load_state_dict(torch.load(folder / RANKER_WEIGHTS_FILE, weights_only=True))
     return LearnedRanker(meta["version"], config, net, side, universe, meta)
 
 
