@@ -82,7 +82,13 @@ def test_auto_topic_creation_is_off(kafka_bootstrap: str) -> None:
 
 def test_ensure_system_topics_is_idempotent(settings: Settings) -> None:
     names = system_topics(settings.kafka)
-    assert len(names) == 4 and settings.kafka.dead_letter_topic in names
+    # The three interaction topics, the items topic and the dead-letter topic.
+    assert set(names) == {
+        *settings.kafka.event_topics,
+        settings.kafka.items_topic,
+        settings.kafka.dead_letter_topic,
+    }
+    assert len(names) == 5
     assert sorted(ensure_system_topics(settings.kafka)) == sorted(names)
     assert ensure_system_topics(settings.kafka) == []
     metadata = AdminClient({"bootstrap.servers": settings.kafka.bootstrap}).list_topics(timeout=10).topics
