@@ -66,3 +66,24 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python -m bench --quick --out reports/bench.json
+
+# Operations as code (deploy/observability, deploy/helm/llmrec): helm and promtool built from the Go module
+# proxy into .tools/ (tools/install_ops_tools.sh: minutes the first time, cached after; OPS_TOOLS_DIR moves
+# the cache), then lint and render the chart (defaults and ci-values.yaml), check the renders, the scrape
+# configs, the alert rules (with their unit tests) and the dashboard's metric names.
+OPS_TOOLS_DIR ?= .tools
+OPS_BIN := $(OPS_TOOLS_DIR)/bin
+CHART := deploy/helm/llmrec
+PROM := deploy/observability/prometheus
+.PHONY: ops-check
+ops-check: install
+	OPS_TOOLS_DIR=$(abspath $(OPS_TOOLS_DIR)) tools/install_ops_tools.sh
+	$(OPS_BIN)/helm lint --strict $(CHART)
+	$(OPS_BIN)/helm lint --strict $(CHART) -f $(CHART)/ci-values.yaml
+	@mkdir -p $(OPS_TOOLS_DIR)/rendered
+	$(OPS_BIN)/helm template llmrec $(CHART) > $(OPS_TOOLS_DIR)/rendered/default.yaml
+	$(OPS_BIN)/helm template llmrec $(CHART) -f $(CHART)/ci-values.yaml > $(OPS_TOOLS_DIR)/rendered/ci.yaml
+	$(BIN)/python -m tools.check_chart $(OPS_TOOLS_DIR)/rendered/default.yaml $(OPS_TOOLS_DIR)/rendered/ci.yaml
+	$(OPS_BIN)/promtool check config $(PROM)/prometheus.yml $(PROM)/prometheus-kubernetes.yml
+	$(OPS_BIN)/promtool test rules $(PROM)/alerts_test.yml
+	$(BIN)/python -m tools.ops_assets

@@ -80,7 +80,7 @@ def random_encoder(texts: Sequence[str]) -> npt.NDArray[np.float32]:
 class Background(threading.Thread):
     """Publishes ``rate`` events/s, in 20 ms ticks, until stopped."""
 
-    def __init__(self, settings: Settings, prefix: str, item_ids: list[int], rate: float) -> None:
+    def __init__(self, settings: Settings, prefix: str, item_ids: list[str], rate: float) -> None:
         super().__init__(name="freshness-background", daemon=True)
         self._settings = settings
         self._prefix = prefix
@@ -194,7 +194,7 @@ def measure(services: Services, triton: TritonSettings, probes: int) -> dict[str
     settings = services.settings("freshness", partitions=PARTITIONS, triton=triton)
     catalogue = load_catalogue(sample_source())
     build_index(settings, catalogue, random_encoder, progress=False)
-    item_ids = list(catalogue.item_ids)
+    item_ids = [item.external_id for item in catalogue]
     prefix = f"f{uuid.uuid4().hex[:6]}-"
     stack.up(settings, only=("worker", "api"), quiet=True)
     background = Background(settings, f"{prefix}bg-", item_ids, BACKGROUND_RATE)

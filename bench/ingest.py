@@ -43,7 +43,14 @@ from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
 
 from bench.common import summary
-from bench.streaming import LedgerCounter, Services, kafka_and_postgres, publish_all, rating_watch_events
+from bench.streaming import (
+    LedgerCounter,
+    Services,
+    kafka_and_postgres,
+    publish_all,
+    rating_watch_events,
+    synthetic_items,
+)
 from deploy.worker import start_worker
 from llmrec.events.topics import client_config
 from llmrec.metrics_http import scrape
@@ -194,13 +201,13 @@ def publish_backlog(
     """Fresh topics and group, a random item index, and ``count`` events published; returns the settings,
     the events' id prefix and the publishing time."""
     settings = services.settings(name, partitions=PARTITIONS, batch_size=batch_size)
-    item_ids = np.arange(1, ITEMS + 1, dtype=np.int64)
-    build_random_index(settings, item_ids)
+    item_ids, keys = synthetic_items(ITEMS)
+    build_random_index(settings, keys)
     prefix = f"b{uuid.uuid4().hex[:6]}-"
     return (
         settings,
         prefix,
-        publish_all(settings.kafka, rating_watch_events(prefix, count, item_ids.tolist(), USERS)),
+        publish_all(settings.kafka, rating_watch_events(prefix, count, item_ids, USERS)),
     )
 
 

@@ -41,6 +41,7 @@ from bench.streaming import (
     profiles_snapshot,
     publish_all,
     rating_watch_events,
+    synthetic_items,
 )
 from deploy.process import free_ports
 from deploy.worker import WorkerProcess, start_worker
@@ -99,16 +100,16 @@ def run_group(
 ) -> dict[str, Any]:
     """Start ``workers`` members of the settings' group, publish ``count`` events, wait until applied."""
     members = [settings] + [group_member_settings(settings) for _ in range(workers - 1)]
-    item_ids = np.arange(1, ITEMS + 1, dtype=np.int64)
+    item_ids, keys = synthetic_items(ITEMS)
     vectors = np.random.default_rng(11).standard_normal((ITEMS, DIM)).astype(np.float32)
-    ItemIndex.build(item_ids, vectors).save(settings.index_dir)
-    events = rating_watch_events(prefix, count, item_ids.tolist(), USERS)
+    ItemIndex.build(keys, vectors).save(settings.index_dir)
+    events = rating_watch_events(prefix, count, item_ids, USERS)
     runs: list[WorkerProcess] = []
     try:
         for n, member in enumerate(members):
             runs.append(start_worker(member, name=f"worker{n}"))
             runs[-1].wait_ready()
-        wait_for_split(runs, len(settings.kafka.event_topics) * settings.kafka.partitions)
+        wait_for_split(runs, len(settings.kafka.consumed_topics) * settings.kafka.partitions)
         assignment = [latest_assignment(r.log()) for r in runs]
         started = time.perf_counter()
         publish_all(settings.kafka, events)

@@ -8,8 +8,9 @@ Set-up (everything real, started for the run and stopped at the end):
   event times over the past year;
 - item catalogues of n items built as in ``bench.retrieval.item_vectors`` (the real item embeddings of
   ``artifacts/index/embeddings.npy`` tiled to n rows, copies after the first perturbed with Gaussian noise
-  and renormalised); copy c of item i gets id ``i + c * ID_STRIDE`` and i's title (suffixed ``#c``),
-  genres and member count, so genre filters and the popularity prior behave as on the real catalogue;
+  and renormalised); copy c of MAL item i gets anime id ``i + c * ID_STRIDE`` (``mal:<that>``) and i's
+  title (suffixed ``#c``), genres and member count, so genre filters and the popularity prior behave as
+  on the real catalogue;
 - the index kind the API would be given at that size (``jobs.build_index.choose_kind``); an IVF index
   gets the smallest nprobe whose recall@100 against exact search reaches 0.95 on 200 user-like queries;
   index folders are cached in ``.llmrec/bench-cache`` between runs (keyed by size, kind, seed, noise and
@@ -66,6 +67,7 @@ from jobs.build_index import choose_kind
 from llmrec.artifacts import EMBEDDINGS_FILE, catalogue_path, load_item_vectors, publish_dir
 from llmrec.catalogue import Catalogue, Item
 from llmrec.events.schema import EventType
+from llmrec.item_ids import item_keys, mal_item_id
 from llmrec.metrics_http import sample_value, scrape
 from llmrec.settings import REPO_ROOT, ApiSettings, PostgresSettings, Settings
 from llmrec.store import migrate
@@ -119,7 +121,8 @@ FULL = Plan(
 
 @dataclasses.dataclass(frozen=True)
 class Base:
-    item_ids: np.ndarray
+    item_ids: np.ndarray  # the index's item keys
+    native_ids: np.ndarray  # the catalogue's MAL anime ids, row for row
     catalogue: Catalogue | None
     embeddings_path: Path
     digest: str
@@ -133,17 +136,21 @@ def load_base(index_dir: Path) -> Base:
     if embeddings.is_file() and catalogue_path(folder).is_file():
         ids, _ = load_item_vectors(folder)
         digest = hashlib.sha256(embeddings.read_bytes()).hexdigest()[:10]
-        return Base(ids, Catalogue.load(catalogue_path(folder)), embeddings, digest)
-    return Base(np.arange(1, retrieval.DIM_RANDOM * 50 + 1, dtype=np.int64), None, embeddings, "random")
+        catalogue = Catalogue.load(catalogue_path(folder))
+        by_key = {item.key: item.item_id for item in catalogue}
+        native = np.asarray([by_key[key] for key in ids.tolist()], dtype=np.int64)
+        return Base(ids, native, catalogue, embeddings, digest)
+    native = np.arange(1, retrieval.DIM_RANDOM * 50 + 1, dtype=np.int64)
+    return Base(item_keys(mal_item_id(i) for i in native.tolist()), native, None, embeddings, "random")
 
 
 def catalogue_for(base: Base, n: int) -> tuple[np.ndarray, Catalogue]:
     rows = np.arange(n)
     copy, source = rows // len(base.item_ids), rows % len(base.item_ids)
-    ids = base.item_ids[source] + copy * ID_STRIDE
+    native = base.native_ids[source] + copy * ID_STRIDE
     items = []
-    for item_id, c, s in zip(ids.tolist(), copy.tolist(), source.tolist(), strict=True):
-        original = base.catalogue.get(int(base.item_ids[s])) if base.catalogue is not None else None
+    for item_id, c, s in zip(native.tolist(), copy.tolist(), source.tolist(), strict=True):
+        original = base.catalogue.get(int(base.native_ids[s])) if base.catalogue is not None else None
         if original is None:
             items.append(
                 Item(item_id=item_id, title=f"item {item_id}", genres=("Drama",), members=1 + s % 997)
@@ -159,7 +166,7 @@ def catalogue_for(base: Base, n: int) -> tuple[np.ndarray, Catalogue]:
                     source=original.source,
                 )
             )
-    return ids, Catalogue.from_items(items)
+    return np.asarray([item.key for item in items], dtype=np.int64), Catalogue.from_items(items)
 
 
 def index_folder(base: Base, n: int) -> tuple[Path, dict[str, Any]]:

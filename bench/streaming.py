@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from confluent_kafka import Producer
 from pydantic import SecretStr
 
@@ -33,6 +34,7 @@ from llmrec.events.producer import producer_config, topic_for
 from llmrec.events.schema import RatingEvent, WatchEvent, WatchStatus
 from llmrec.events.topics import ensure_system_topics
 from llmrec.events.validation import AnyEvent, encode_event
+from llmrec.item_ids import item_keys, namespaced_id
 from llmrec.settings import (
     REPO_ROOT,
     ApiSettings,
@@ -139,14 +141,20 @@ def kafka_and_postgres(partitions: int, label: str = "bench") -> Iterator[Servic
             print(f"{label}: errors while stopping: {errors}", file=sys.stderr)
 
 
+def synthetic_items(count: int) -> tuple[list[str], npt.NDArray[np.int64]]:
+    """``count`` catalogue ids ``bench:1..`` and their keys (the ids an item index of them stores)."""
+    external = [namespaced_id("bench", n) for n in range(1, count + 1)]
+    return external, item_keys(external)
+
+
 def rating_watch_events(
-    prefix: str, count: int, item_ids: Sequence[int], users: int, start: int = 0
+    prefix: str, count: int, item_ids: Sequence[str], users: int, start: int = 0
 ) -> list[AnyEvent]:
     """``count`` events, 3 ratings : 1 watch, users ``{prefix}u0..``, items spread over ``item_ids``;
     event ids ``{prefix}e{n}`` from ``start``. Deterministic."""
     out: list[AnyEvent] = []
     for i in range(start, start + count):
-        user, item = f"{prefix}u{i % users}", int(item_ids[(i * 7919) % len(item_ids)])
+        user, item = f"{prefix}u{i % users}", item_ids[(i * 7919) % len(item_ids)]
         when = T0 + timedelta(seconds=30 * i)
         if i % 4 == 3:
             out.append(

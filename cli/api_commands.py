@@ -30,11 +30,11 @@ def recommend(
 
 
 @click.command()
-@click.argument("item_id", type=int)
+@click.argument("item_id")
 @click.option("-k", default=10, show_default=True)
 @pass_settings
-def similar(settings: Settings, item_id: int, k: int) -> None:
-    """Ask the running API for items similar to one item."""
+def similar(settings: Settings, item_id: str, k: int) -> None:
+    """Ask the running API for items similar to one item (its catalogue id, e.g. mal:5114)."""
     with RecommenderClient(settings.api.target) as client:
         answer = client.similar_items(item_id, k=k)
     similar_table(item_id, answer)

@@ -69,12 +69,12 @@ def import_items(
     source: str | None,
     dry_run: bool,
 ) -> None:
-    """Publish a catalogue (JSONL or CSV items, or --from mal|movielens) as item upserts (preview).
+    """Publish a catalogue (JSONL or CSV items, or --from mal|movielens) as item upserts.
 
     JSONL: one object per line with id, title and optionally text, categories, attributes, vector. CSV:
     columns id,title,text,categories (categories separated by |); other columns become attributes. Invalid
     items are reported with their line number and reason and not published. Re-importing the same file
-    publishes the same event ids. The worker does not consume the items topic yet.
+    publishes the same event ids. The worker embeds and stores them; the API serves them within seconds.
     """
     if (path is None) == (importer is None):
         raise click.UsageError("give either FILE or --from, not both")

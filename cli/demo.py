@@ -6,7 +6,9 @@
 2. Replay real MyAnimeList events through Kafka and wait until the worker has applied them.
 3. Show profiles and recommendations for a few real users, and items similar to a well-known title.
 4. Publish new events for one user and show the recommendations change as the worker applies them.
-5. Shut down what the demo started (unless ``--keep-running``).
+5. Publish a brand-new title on the items topic and show it served by ``SimilarItems`` as soon as the
+   worker has embedded and stored it (no index rebuild, no restart).
+6. Shut down what the demo started (unless ``--keep-running``).
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from grpc_api.client import RecommenderClient
 from grpc_api.models import Recommendations
 from jobs.publishing import replay
 from jobs.train_ranker import train_ranker_from_settings
-from llmrec.catalogue import Catalogue
+from llmrec.catalogue import Catalogue, Item
 from llmrec.data_source import resolve_data_source
 from llmrec.events.lag import wait_until_consumed
 from llmrec.events.producer import EventProducer
-from llmrec.events.schema import RatingEvent, ReviewEvent
+from llmrec.events.schema import RatingEvent, ReviewEvent, UpsertItemEvent
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
 from llmrec.store.postgres import PostgresStore
@@ -39,7 +41,9 @@ log = get_logger(__name__)
 console = Console()
 
 USERS_SHOWN = 3
-SIMILAR_TO = 9253  # Steins;Gate, when it is in the catalogue; otherwise the most popular item.
+# MAL anime id of Steins;Gate, when it is in the catalogue; otherwise the most popular item.
+SIMILAR_TO = 9253
+NEW_ITEM_TIMEOUT_S = 60.0
 NEW_EVENTS_GENRE_CANDIDATES = ("Horror", "Sports", "Romance", "Mystery", "Slice of Life", "Comedy")
 
 
@@ -60,11 +64,11 @@ def _pick_new_genre(profile_genres: list[str], catalogue: Catalogue) -> str:
 
 
 def _new_events(
-    user_id: str, genre: str, catalogue: Catalogue, seen: set[int]
+    user_id: str, genre: str, catalogue: Catalogue, seen: set[str]
 ) -> list[RatingEvent | ReviewEvent]:
     """Five top ratings and one glowing review for popular titles of a genre the user has not shown."""
     candidates = sorted(
-        (item for item in catalogue if genre in item.genres and item.item_id not in seen),
+        (item for item in catalogue if genre in item.genres and item.external_id not in seen),
         key=lambda item: -(item.members or 0),
     )[:6]
     now = datetime.now(UTC)
@@ -73,7 +77,7 @@ def _new_events(
         RatingEvent(
             event_id=f"demo-{run}-r{n}",
             user_id=user_id,
-            item_id=item.item_id,
+            item_id=item.external_id,
             event_time=now - timedelta(seconds=10 - n),
             rating=10.0,
             source="demo",
@@ -85,7 +89,7 @@ def _new_events(
             ReviewEvent(
                 event_id=f"demo-{run}-v",
                 user_id=user_id,
-                item_id=candidates[5].item_id,
+                item_id=candidates[5].external_id,
                 event_time=now,
                 source="demo",
                 rating=10.0,
@@ -109,8 +113,9 @@ def _show_change(settings: Settings, client: RecommenderClient, user_id: str, ca
     seen = {item.item_id for item in before.items}
     events = _new_events(user_id, genre, catalogue, seen)
     console.rule(f"[bold]{user_id} now rates {len(events)} {genre} titles highly")
+    titles = {item.external_id: item.title for item in catalogue}
     for event in events:
-        title = catalogue[event.item_id].title
+        title = titles[event.item_id]
         console.print(f"  publish {event.event_type.value:6} {title} ({event.item_id})")
     published_at = time.monotonic()
     with EventProducer(settings.kafka) as producer:
@@ -124,6 +129,37 @@ def _show_change(settings: Settings, client: RecommenderClient, user_id: str, ca
         before, after, f"{user_id} after the new events (applied and served within {elapsed:.1f} s)"
     )
     profile_table(client.user_profile(user_id))
+
+
+def _show_new_item(settings: Settings, client: RecommenderClient, anchor: Item) -> None:
+    """Publish a title that is not in the index, written like ``anchor``, and wait until the API serves it."""
+    new = UpsertItemEvent(
+        event_id=f"demo-item-{uuid.uuid4().hex[:8]}",
+        item_id=f"demo:sequel-{uuid.uuid4().hex[:6]}",
+        event_time=datetime.now(UTC),
+        title=f"{anchor.title}: The Next Chapter",
+        text=f"A sequel to {anchor.title}. {anchor.synopsis}",
+        categories=anchor.genres,
+        attributes={"type": anchor.type or "TV", "themes": list(anchor.themes)},
+    )
+    console.print(f"  publish upsert {new.title!r} ({new.item_id})")
+    published_at = time.monotonic()
+    with EventProducer(settings.kafka) as producer:
+        producer.publish_item(new)
+        producer.flush(30.0)
+    deadline = published_at + NEW_ITEM_TIMEOUT_S
+    while True:
+        listed = [i.item_id for i in client.similar_items(anchor.external_id, k=8).items]
+        if new.item_id in listed or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    elapsed = time.monotonic() - published_at
+    if new.item_id not in listed:
+        console.print(f"[red]the new title was not served within {NEW_ITEM_TIMEOUT_S:.0f} s[/red]")
+        return
+    similar_table(anchor.external_id, client.similar_items(anchor.external_id, k=8))
+    console.print(f"served {elapsed:.1f} s after publishing (embedded by the worker through Triton)")
+    similar_table(new.item_id, client.similar_items(new.item_id, k=5))
 
 
 def _ensure_ranker(settings: Settings) -> None:
@@ -149,7 +185,7 @@ def run_demo(settings: Settings, keep_running: bool = False) -> int:
         index, catalogue = load_artifacts(settings.index_dir)
         console.rule("[bold]2. Replaying real MyAnimeList events through Kafka")
         # The item index covers the full catalogue when ../shared/data is present. The events streamed are
-        # always the shipped sample's (all events of 279 real users, about 10k): the full data's 492k events
+        # always the shipped sample's (all events of 277 real users, about 10k): the full data's 492k events
         # take minutes more on 2 cores; `llmrec replay` streams them all.
         summary = replay(settings, source="sample", catalogue=catalogue, progress=True)
         console.print(
@@ -163,13 +199,9 @@ def run_demo(settings: Settings, keep_running: bool = False) -> int:
         users = asyncio.run(_active_users(settings, USERS_SHOWN))
         with RecommenderClient(settings.api.target) as client:
             _show_users(client, users)
-            anchor = (
-                SIMILAR_TO
-                if SIMILAR_TO in catalogue
-                else max(catalogue, key=lambda i: i.members or 0).item_id
-            )
-            console.print(f"Items similar to {catalogue[anchor].title}:")
-            similar_table(anchor, client.similar_items(anchor, k=8))
+            anchor = catalogue.get(SIMILAR_TO) or max(catalogue, key=lambda i: i.members or 0)
+            console.print(f"Items similar to {anchor.title}:")
+            similar_table(anchor.external_id, client.similar_items(anchor.external_id, k=8))
             recommendations_table(
                 client.recommend("someone-new", k=5), title="A user the system has never seen (cold start)"
             )
@@ -177,11 +209,14 @@ def run_demo(settings: Settings, keep_running: bool = False) -> int:
             console.rule("[bold]4. New events change one user's recommendations")
             if users:
                 _show_change(settings, client, users[0], catalogue)
+
+            console.rule("[bold]5. A brand-new title arrives on the items topic")
+            _show_new_item(settings, client, anchor)
         console.print(f"index: {len(catalogue)} items, version {index.version}")
         return 0
     finally:
         if keep_running:
             console.print("stack left running; stop it with `make down`")
         else:
-            console.rule("[bold]5. Shutting down")
+            console.rule("[bold]6. Shutting down")
             stack.down(settings)

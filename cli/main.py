@@ -44,7 +44,7 @@ COMMANDS = {
     ),
     "import-items": LazyCommand(
         "cli.data_commands:import_items",
-        "Publish a catalogue (JSONL or CSV items, or --from mal|movielens) as item upserts (preview).",
+        "Publish a catalogue (JSONL or CSV items, or --from mal|movielens) as item upserts.",
     ),
     "build-index": LazyCommand(
         "cli.data_commands:build_index",
@@ -56,7 +56,10 @@ COMMANDS = {
     "recommend": LazyCommand(
         "cli.api_commands:recommend", "Ask the running API for a user's recommendations."
     ),
-    "similar": LazyCommand("cli.api_commands:similar", "Ask the running API for items similar to one item."),
+    "similar": LazyCommand(
+        "cli.api_commands:similar",
+        "Ask the running API for items similar to one item (its catalogue id, e.g. mal:5114).",
+    ),
     "profile": LazyCommand("cli.api_commands:profile", "Ask the running API what it knows about a user."),
     "loadtest": LazyCommand(
         "cli.api_commands:loadtest",

@@ -58,7 +58,7 @@ def changed_recommendations_table(before: Recommendations, after: Recommendation
     console.print(items_table(title, after.items, marks))
 
 
-def similar_table(item_id: int, answer: SimilarItems) -> None:
+def similar_table(item_id: str, answer: SimilarItems) -> None:
     console.print(items_table(f"Items similar to {item_id} (model {answer.model_version})", answer.items))
 
 

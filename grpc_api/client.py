@@ -211,7 +211,7 @@ class RecommenderClient:
         return decode_recommendations(self._invoke(self._stub.Recommend, request, timeout_s))
 
     def similar_items(
-        self, item_id: int, k: int = 10, *, timeout_s: float | None = None
+        self, item_id: str, k: int = 10, *, timeout_s: float | None = None
     ) -> models.SimilarItems:
         request = recommender_pb2.SimilarItemsRequest(item_id=item_id, k=k)
         return decode_similar(self._invoke(self._stub.SimilarItems, request, timeout_s))

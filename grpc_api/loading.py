@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 from grpc_api.service import Snapshot
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
-from llmrec.store.interface import ProfileReader
+from llmrec.store.interface import CatalogueStore, ProfileReader
 from llmrec.store.postgres import PostgresStore
 from ranker.retrieval import load_artifacts
 
@@ -23,7 +23,9 @@ if TYPE_CHECKING:  # the trained ranker pulls in torch: imported when one is loa
 log = get_logger(__name__)
 
 
-class ClosableStore(ProfileReader, Protocol):
+class ClosableStore(ProfileReader, CatalogueStore, Protocol):
+    """What the API reads: profiles, and the catalogue's change feed (``grpc_api.live_catalogue``)."""
+
     async def close(self) -> None: ...
 
 

@@ -25,7 +25,7 @@ POPULARITY: RankerPath = "popularity"
 
 @dataclass(frozen=True)
 class ScoredItem:
-    item_id: int
+    item_id: str
     title: str
     genres: tuple[str, ...]
     # Higher is better; comparable within one answer only.
@@ -46,7 +46,7 @@ class Recommendations:
 
 @dataclass(frozen=True)
 class SimilarItems:
-    item_id: int
+    item_id: str
     items: tuple[ScoredItem, ...]
     model_version: str
 

@@ -33,6 +33,7 @@ from grpc_api.descriptors import HEALTH_SERVICE
 from grpc_api.errors import Unavailable
 from grpc_api.health import HealthServicer, add_health_servicer
 from grpc_api.interceptors import RejectUndecodable
+from grpc_api.live_catalogue import CatalogueFollower
 from grpc_api.loading import (
     ClosableStore,
     SnapshotLoader,
@@ -97,6 +98,10 @@ class ApiServer:
         enable_reflection((SERVICE_NAME, HEALTH_SERVICE), self._server)
         self.port = 0
         self._warmup: asyncio.Task[None] | None = None
+        self._follower: CatalogueFollower | None = None
+        self._following: asyncio.Task[None] | None = None
+        # Serialises the two writers of the served snapshot: the catalogue follower and reload().
+        self._swapping = asyncio.Lock()
 
     @property
     def service(self) -> RecommendationService | None:
@@ -132,12 +137,19 @@ class ApiServer:
         delay = STORE_RETRY_INITIAL_S
         while True:
             try:
-                self._store = await self._store_factory(self._settings)
+                if self._store is None:
+                    self._store = await self._store_factory(self._settings)
+                # The catalogue's changes since the index was built, before anything is answered: a
+                # restarted process must not serve an item that was hidden or deleted meanwhile.
+                follower = CatalogueFollower(self._store)
+                snapshot, read = await follower.catch_up(snapshot)
                 break
             except StoreUnavailable as exc:
                 log.warning("database not reachable yet; retrying", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(STORE_RETRY_MAX_S, delay * 2)
+        self._follower = follower
+        log.info("catalogue followed", changes=read, cursor=follower.cursor, items=len(snapshot.items))
         self._service = RecommendationService(
             self._store, snapshot, ServiceConfig.from_settings(self._settings)
         )
@@ -145,6 +157,27 @@ class ApiServer:
         metrics.index_served(len(snapshot.index), snapshot.version, snapshot.index.kind)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", version=snapshot.version, port=self.port)
+        self._following = asyncio.create_task(self._follow_catalogue(), name="llmrec-api-catalogue")
+
+    async def _follow_catalogue(self) -> None:
+        """Serve the catalogue's changes as they are committed, one poll at a time, until stopped."""
+        poll_s = self._settings.api.catalogue_poll_s
+        while True:
+            await asyncio.sleep(poll_s)
+            try:
+                async with self._swapping:
+                    if self._service is None or self._follower is None:
+                        continue
+                    snapshot, read = await self._follower.catch_up(self._service.snapshot)
+                    if read:
+                        self._service.swap(snapshot)
+                        metrics.index_served(len(snapshot.index), snapshot.version, snapshot.index.kind)
+                        log.info("catalogue changes served", changes=read, version=snapshot.version)
+            except StoreUnavailable as exc:
+                log.warning("catalogue feed unavailable; serving the last catalogue", error=str(exc))
+            except Exception:
+                # Never stop following: the next poll starts again from the last cursor.
+                log.exception("catalogue follow failed")
 
     async def wait_ready(self, timeout_s: float | None = None) -> None:
         """Return once SERVING; re-raise the warm-up's failure (a missing index, say)."""
@@ -154,10 +187,15 @@ class ApiServer:
 
     async def reload(self) -> str:
         """Load the published index again and swap it in; requests in flight finish on the old one."""
-        if self._service is None:
+        if self._service is None or self._store is None:
             raise Unavailable("not serving yet")
-        snapshot = await asyncio.to_thread(self._snapshot_loader, self._settings)
-        self._service.swap(snapshot)
+        async with self._swapping:
+            snapshot = await asyncio.to_thread(self._snapshot_loader, self._settings)
+            # The new index knows nothing of the live catalogue: follow the feed again from its start.
+            follower = CatalogueFollower(self._store)
+            snapshot, _ = await follower.catch_up(snapshot)
+            self._follower = follower
+            self._service.swap(snapshot)
         metrics.index_served(len(snapshot.index), snapshot.version, snapshot.index.kind)
         log.info("index swapped", version=snapshot.version)
         return snapshot.version
@@ -171,10 +209,11 @@ class ApiServer:
         await self._health.enter_graceful_shutdown()
         if drain_s > 0:
             await asyncio.sleep(drain_s)
-        if self._warmup is not None and not self._warmup.done():
-            self._warmup.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._warmup
+        for task in (self._warmup, self._following):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self._server.stop(grace)
         if self._store is not None:
             await self._store.close()

@@ -38,7 +38,8 @@ from grpc_api.models import (
     SimilarItems,
     UserProfile,
 )
-from llmrec.events.schema import EventType, Identifier, WatchStatus
+from llmrec.events.schema import EventType, ExternalItemId, Identifier, WatchStatus
+from llmrec.item_ids import item_key
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
 from llmrec.store.interface import ProfileReader, SeenItem, StoredProfile, StoreUnavailable
@@ -66,6 +67,7 @@ IdArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
 
 _USER_ID = TypeAdapter(Identifier)
+_ITEM_ID = TypeAdapter(ExternalItemId)
 MAX_ECHOED_CHARS = 64  # of a bad request value repeated in an error message
 
 
@@ -73,7 +75,10 @@ class CatalogueItem(Protocol):
     """What the API needs of an item; ``llmrec.catalogue.Item`` satisfies it."""
 
     @property
-    def item_id(self) -> int: ...
+    def key(self) -> int: ...
+
+    @property
+    def external_id(self) -> str: ...
 
     @property
     def title(self) -> str: ...
@@ -125,23 +130,31 @@ class Snapshot:
         self.learned_rows: IdArray = (
             index.rows(learned.universe_ids) if learned is not None else np.zeros(0, dtype=np.int64)
         )
-        by_id = {int(item.item_id): item for item in items}
+        by_key = {int(item.key): item for item in items}
+        # The items this snapshot describes, by key (the live catalogue derives the next snapshot from it).
+        self.items: dict[int, CatalogueItem] = by_key
         rows = len(index)
+        external_ids: list[str] = []
         titles: list[str] = []
         genres: list[tuple[str, ...]] = []
         members = np.zeros(rows, dtype=np.float64)
-        self.missing_metadata = 0
-        for row, item_id in enumerate(index.item_ids.tolist()):
-            item = by_id.get(item_id)
+        # Rows the catalogue does not describe (an index from another catalogue version) have no id a
+        # client could use, so they are never served.
+        self.servable: BoolArray = np.ones(rows, dtype=np.bool_)
+        for row, key in enumerate(index.item_ids.tolist()):
+            item = by_key.get(key)
             if item is None:
-                # An index built from another catalogue version: serve the item, without a title.
-                self.missing_metadata += 1
-                titles.append(f"item {item_id}")
+                self.servable[row] = False
+                external_ids.append("")
+                titles.append("")
                 genres.append(())
                 continue
+            external_ids.append(item.external_id)
             titles.append(item.title)
             genres.append(tuple(item.genres))
             members[row] = item.members
+        self.missing_metadata = int(rows - self.servable.sum())
+        self.external_ids: tuple[str, ...] = tuple(external_ids)
         self.titles: tuple[str, ...] = tuple(titles)
         self.genres: tuple[tuple[str, ...], ...] = tuple(genres)
         self.popularity: FloatArray = popularity_prior(members)
@@ -175,7 +188,7 @@ class Snapshot:
     def allowed_rows(
         self, include: Sequence[str], exclude: Sequence[str], excluded_rows: IdArray | None = None
     ) -> BoolArray:
-        allowed = np.ones(len(self.index), dtype=np.bool_)
+        allowed = self.servable.copy()
         if include:
             allowed &= np.logical_or.reduce([self.genre_rows[g] for g in include])
         for genre in exclude:
@@ -186,7 +199,7 @@ class Snapshot:
 
     def scored_item(self, row: int, score: float, reason: str) -> ScoredItem:
         return ScoredItem(
-            item_id=int(self.index.item_ids[row]),
+            item_id=self.external_ids[row],
             title=self.titles[row],
             genres=self.genres[row],
             score=float(score),
@@ -239,6 +252,17 @@ class RecommendationService:
             raise InvalidRequest(
                 "user_id must be 1 to 128 characters of letters, digits and ._:@-, "
                 "starting with a letter or digit"
+            ) from None
+
+    @staticmethod
+    def _item_id(item_id: str) -> str:
+        try:
+            return _ITEM_ID.validate_python(item_id)
+        except ValidationError:
+            shown = repr(item_id[:MAX_ECHOED_CHARS]) + ("..." if len(item_id) > MAX_ECHOED_CHARS else "")
+            raise InvalidRequest(
+                f"item_id {shown} is not a catalogue id: 1 to 256 characters, no control characters, "
+                "no whitespace at either end"
             ) from None
 
     # -- store access -------------------------------------------------------------------------------------
@@ -303,27 +327,34 @@ class RecommendationService:
         )
         return Recommendations(user_id, items, PERSONALIZED, snap.version, FUSION)
 
-    async def similar_items(self, item_id: int, k: int = 0) -> SimilarItems:
+    async def similar_items(self, item_id: str, k: int = 0) -> SimilarItems:
         snap = self._snapshot
         k = self._k(k)
-        if item_id < 1:
-            raise InvalidRequest("item_id must be a positive MAL anime id")
-        if item_id not in snap.index:
-            raise NotFound(f"item {item_id} is not in the catalogue")
-        row = int(snap.index.rows([item_id])[0])
-        # One extra hit: the item itself comes back first and is dropped.
-        scores, ids = await snap.index.search_async(snap.index.embeddings[row], k + 1)
+        item_id = self._item_id(item_id)
+        key = item_key(item_id)
+        row = int(snap.index.rows([key])[0])
+        if row < 0 or not snap.servable[row]:
+            raise NotFound(f"item {item_id!r} is not in the catalogue")
         title = snap.titles[row]
         own_genres = set(snap.genres[row])
-        items: list[ScoredItem] = []
-        for score, other in zip(scores[0].tolist(), ids[0].tolist(), strict=True):
-            if other < 0 or other == item_id:
-                continue
-            other_row = int(snap.index.rows([other])[0])
-            shared = [g for g in snap.genres[other_row] if g in own_genres]
-            reason = f"shares {', '.join(shared[:3])} with {title}" if shared else f"similar to {title}"
-            items.append(snap.scored_item(other_row, score, reason))
-        return SimilarItems(item_id, tuple(items[:k]), snap.index.version)
+        # One extra hit: the item itself comes back first and is dropped. Hidden, deleted and replaced rows
+        # are skipped, so a neighbourhood full of them is searched again, wider.
+        depth = k + 1
+        while True:
+            scores, ids = await snap.index.search_async(snap.index.embeddings[row], depth)
+            items: list[ScoredItem] = []
+            for score, other in zip(scores[0].tolist(), ids[0].tolist(), strict=True):
+                if other < 0 or other == key:
+                    continue
+                other_row = int(snap.index.rows([other])[0])
+                if not snap.servable[other_row]:
+                    continue
+                shared = [g for g in snap.genres[other_row] if g in own_genres]
+                reason = f"shares {', '.join(shared[:3])} with {title}" if shared else f"similar to {title}"
+                items.append(snap.scored_item(other_row, score, reason))
+            if len(items) >= k or depth >= len(snap.index):
+                return SimilarItems(item_id, tuple(items[:k]), snap.index.version)
+            depth = min(len(snap.index), depth * 4)
 
     async def user_profile(self, user_id: str) -> UserProfile:
         snap = self._snapshot

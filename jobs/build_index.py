@@ -107,7 +107,7 @@ def build_index(
     started = time.perf_counter()
     embeddings = embed_texts(catalogue.texts_for_embedding(), encoder, progress=progress)
     index = ItemIndex.build(
-        np.asarray(catalogue.item_ids, dtype=np.int64), embeddings, kind, encoder_model=encoder_model
+        np.asarray(catalogue.keys, dtype=np.int64), embeddings, kind, encoder_model=encoder_model
     )
     with publish_dir(target) as staging:
         index.save(staging)

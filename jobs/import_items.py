@@ -13,8 +13,8 @@ Each upsert's ``event_id`` is derived from the item id and a hash of its content
 importing the same file twice publishes the same event ids and the worker applies each once. Invalid lines
 are reported with their line number and reason and are not published.
 
-The worker does not consume the items topic yet: the events wait there for the catalogue table and the live
-index.
+The worker embeds and stores them (``stream.item_processing``); the API serves them at its next catalogue
+poll (``grpc_api.live_catalogue``).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ from llmrec.events.producer import EventProducer
 from llmrec.events.schema import AnyItemEvent, ItemOp, UpsertItemEvent
 from llmrec.events.topics import ensure_system_topics
 from llmrec.events.validation import InvalidEvent, RejectReason, decode_object, parse_item_event
+from llmrec.item_ids import MOVIELENS_NAMESPACE, namespaced_id
+from llmrec.item_text import KIND_ATTRIBUTE, THEMES_ATTRIBUTE
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
 
@@ -257,13 +259,13 @@ def mal_item(item: Item) -> dict[str, Any]:
     themes and the rest as attributes."""
     attributes: dict[str, Any] = {"anime_id": item.item_id, "members": item.members, "catalogue": item.source}
     if item.themes:
-        attributes["themes"] = list(item.themes)
+        attributes[THEMES_ATTRIBUTE] = list(item.themes)
     if item.type:
-        attributes["type"] = item.type
+        attributes[KIND_ATTRIBUTE] = item.type
     if item.episodes is not None:
         attributes["episodes"] = item.episodes
     fields: dict[str, Any] = {
-        "id": f"mal:{item.item_id}",
+        "id": item.external_id,
         "title": item.title,
         "categories": list(item.genres),
         "attributes": attributes,
@@ -289,7 +291,7 @@ def movielens_items(path: Path) -> Iterator[RawItem]:
             title = (row.get("title") or "").strip()
             genres = (row.get("genres") or "").strip()
             fields: dict[str, Any] = {
-                "id": f"ml:{(row.get('movieId') or '').strip()}",
+                "id": namespaced_id(MOVIELENS_NAMESPACE, (row.get("movieId") or "").strip()),
                 "title": title,
                 "categories": [] if genres == _NO_GENRES else _split_categories(genres),
             }

@@ -27,7 +27,7 @@ from ranker.interactions import InteractionData, k_core
 from ranker.model.recommender import LLMRec, variant
 from ranker.model.serving import save_ranker
 from ranker.model.side_info import side_information
-from research.datasets import LOADERS, MAL_COMPLETED
+from research.datasets import LOADERS, MAL_COMPLETED, with_serving_keys
 from research.llmrec_specs import DEFAULTS
 from research.registry import resolved_params
 from research.tuning import load_tuned
@@ -71,7 +71,7 @@ def train_ranker(
 ) -> TrainSummary:
     started = time.perf_counter()
     ids, vectors = load_item_vectors(index_dir)
-    data = indexed_only(LOADERS[dataset](data_dir), set(ids.tolist()), core)
+    data = indexed_only(with_serving_keys(dataset, LOADERS[dataset](data_dir)), set(ids.tolist()), core)
     item_vectors = align_rows(data.item_ids, ids, vectors)
     merged = {**DEFAULTS, **(params or {})}
     model = LLMRec(

@@ -39,6 +39,8 @@ from llmrec.data_source import (
     glob_data_files,
     open_data_file,
 )
+from llmrec.item_ids import item_key, mal_item_id
+from llmrec.item_text import embedding_text
 
 # Some synopses run to thousands of characters; csv's default 128 KiB field limit is enough for all we read,
 # but the scrape's staff/voice-actor columns can be long, so raise it once for every reader in the package.
@@ -109,6 +111,9 @@ def anime_id_from_link(link: str) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Item:
+    """A MAL title. ``item_id`` is its MAL anime id (the research data sets join on it); outside, the item
+    is ``external_id`` (``mal:<anime_id>``), and the index and the ledger know it by ``key``."""
+
     item_id: int
     title: str
     genres: tuple[str, ...] = ()
@@ -120,21 +125,20 @@ class Item:
     source: str = SOURCE_MATTHEW1906
 
     @property
+    def external_id(self) -> str:
+        return mal_item_id(self.item_id)
+
+    @property
+    def key(self) -> int:
+        return item_key(self.external_id)
+
+    @property
     def has_synopsis(self) -> bool:
         return bool(self.synopsis)
 
     def embedding_text(self) -> str:
         """One text per item for the encoder: title, kind, genres and themes, then the synopsis."""
-        parts = [self.title.rstrip(".") + "."]
-        if self.type:
-            parts.append(f"{self.type}.")
-        if self.genres:
-            parts.append("Genres: " + ", ".join(self.genres) + ".")
-        if self.themes:
-            parts.append("Themes: " + ", ".join(self.themes) + ".")
-        if self.synopsis:
-            parts.append(self.synopsis)
-        return " ".join(parts)
+        return embedding_text(self.title, self.genres, self.synopsis, kind=self.type, themes=self.themes)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -208,6 +212,11 @@ class Catalogue:
     def item_ids(self) -> tuple[int, ...]:
         """All ids in ascending order; the order of ``texts_for_embedding``."""
         return tuple(self._items)
+
+    @property
+    def keys(self) -> tuple[int, ...]:
+        """Each item's key (``llmrec.item_ids``), in the order of ``item_ids``: the ids the index stores."""
+        return tuple(item.key for item in self._items.values())
 
     def texts_for_embedding(self) -> list[str]:
         """One text per item, aligned with ``item_ids``."""

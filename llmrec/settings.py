@@ -137,7 +137,7 @@ class KafkaSettings(BaseModel):
 
     @property
     def items_topic(self) -> str:
-        """Item (catalogue) events, keyed by item id. Not consumed by the worker yet."""
+        """Item (catalogue) events, keyed by item id."""
         return f"{self.topic_prefix}.items.v1"
 
     @property
@@ -147,6 +147,11 @@ class KafkaSettings(BaseModel):
     @property
     def event_topics(self) -> tuple[str, str, str]:
         return (self.ratings_topic, self.reviews_topic, self.watch_topic)
+
+    @property
+    def consumed_topics(self) -> tuple[str, str, str, str]:
+        """What the worker consumes: the interaction topics and the items topic."""
+        return (*self.event_topics, self.items_topic)
 
 
 class PostgresSettings(BaseModel):
@@ -228,6 +233,13 @@ class WorkerSettings(BaseModel):
     # Reviews wait for the encoder (one Triton request each, about 20 a second on one CPU core): a smaller
     # batch keeps every request of a batch within the encoder's timeout and commits scored reviews sooner.
     review_batch_size: int = 64
+    # Item events: upserts without a vector are embedded through Triton, like reviews, so batches stay small.
+    item_batch_size: int = 64
+    # An interaction about an item the worker does not know yet (the items topic is not ordered against the
+    # interaction topics) waits up to this long for the item to arrive, the catalogue being re-read every
+    # second, and is then dead-lettered as unknown_item. The batch waits with it: interactions about
+    # unknown items are rare once the catalogue is loaded, and holding them keeps "applied once, in order".
+    unknown_item_wait_s: float = Field(default=10.0, ge=0.0, le=600.0)
     batch_within_s: float = 0.2
     # Deliver fetched messages to the agents without Faust's per-message task race when it cannot matter
     # (stream/fast_delivery.py). Off restores Faust's own path.
@@ -249,6 +261,9 @@ class ApiSettings(BaseModel):
     candidate_pool: int = 100
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period_s: float = 5.0
+    # How often each API process reads the catalogue's change feed; a new item is served within about
+    # this long after the worker stored it (grpc_api/live_catalogue.py).
+    catalogue_poll_s: float = Field(default=0.5, gt=0.0, le=60.0)
     metrics_port: int = 19102
     # The server's event loop: uvloop (libuv) or Python's own asyncio loop. Through the gRPC API at 100k
     # items, 8 clients, uvloop served 527 req/s against 468 on asyncio's loop in back-to-back runs.

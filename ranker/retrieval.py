@@ -28,14 +28,16 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import math
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import faiss as _faiss_module
 import numpy as np
@@ -108,6 +110,14 @@ class IndexMeta:
             return cls(**raw)
         except TypeError as exc:
             raise IndexFormatError(f"bad {META_FILE}: {exc}") from exc
+
+
+def index_kind(name: str) -> IndexKind:
+    """``name`` as an ``IndexKind``; ``ValueError`` for another name."""
+    for kind in get_args(IndexKind):
+        if kind == name:
+            return cast("IndexKind", kind)
+    raise ValueError(f"unknown index kind {name!r}; expected one of {INDEX_KINDS}")
 
 
 def normalise_rows(embeddings: npt.ArrayLike) -> FloatArray:
@@ -253,6 +263,53 @@ class ItemIndex:
             return False
         pos = int(np.searchsorted(self._sorted_ids, item_id))
         return pos < len(self._sorted_ids) and int(self._sorted_ids[pos]) == int(item_id)
+
+    # -- live changes -------------------------------------------------------------------------------------
+
+    def with_changes(
+        self, item_ids: npt.ArrayLike, embeddings: npt.ArrayLike, retired: Iterable[int], version: str
+    ) -> ItemIndex:
+        """A new index (this one is left as it is): the rows of ``retired`` ids are no longer found (their
+        id becomes -1, which searches report as "no hit"), and ``embeddings`` are appended under
+        ``item_ids``. An id may be retired and appended in one call: that is how a vector changes.
+
+        Costs a copy of the index (FAISS has no persistent data structure); ``compacted`` drops the
+        retired rows once they add up."""
+        ids = np.ascontiguousarray(np.asarray(item_ids), dtype=np.int64).reshape(-1)
+        current = self._item_ids.copy()
+        gone = self.rows(np.fromiter(retired, dtype=np.int64))
+        current[gone[gone >= 0]] = -1
+        if len(ids):
+            vectors = normalise_rows(embeddings)
+            if vectors.shape != (len(ids), self.dim):
+                raise ValueError(f"{len(ids)} item ids but embeddings of shape {vectors.shape}")
+            live = current[current >= 0]
+            if len(np.unique(ids)) != len(ids) or np.isin(ids, live).any():
+                raise ValueError("appended item ids must be new or retired in the same call")
+        else:
+            vectors = np.zeros((0, self.dim), dtype=np.float32)
+        index = faiss.clone_index(self._index)
+        if len(vectors):
+            index.add(vectors)
+        meta = dataclasses.replace(self._meta, version=version, count=len(current) + len(ids))
+        return ItemIndex(
+            index, np.concatenate([current, ids]), np.concatenate([self._embeddings, vectors]), meta
+        )
+
+    @property
+    def retired_rows(self) -> int:
+        """Rows a ``with_changes`` retired: still in FAISS, never found."""
+        return int(np.count_nonzero(self._item_ids < 0))
+
+    def compacted(self) -> ItemIndex:
+        """The same items without retired rows: a fresh index of this kind (a full build)."""
+        keep = self._item_ids >= 0
+        return ItemIndex.build(
+            self._item_ids[keep],
+            self._embeddings[keep],
+            index_kind(self.kind),
+            encoder_model=self._meta.encoder_model,
+        )
 
     # -- lookups ------------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ which keeps the code free of a sparse-matrix dependency.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from llmrec.catalogue import build_catalogue
 from llmrec.data_source import find_data_file, open_data_file
 from llmrec.datasets import ReplaySummary, TitleIndex, read_watchlists
 from llmrec.events.schema import RatingEvent, WatchEvent
+from llmrec.item_ids import MAL_NAMESPACE, MOVIELENS_NAMESPACE, item_key, namespaced_id, native_id
 from ranker.interactions import InteractionData, k_core
 
 MAL_COMPLETED = "mal-completed"
@@ -43,7 +45,7 @@ def load_mal_completed(data_dir: Path) -> InteractionData:
     titles = TitleIndex.from_data(data_dir, catalogue)
     pairs: dict[tuple[str, int], float] = {}
     for event in read_watchlists(data_dir, catalogue, titles, ReplaySummary()):
-        key = (event.user_id, event.item_id)
+        key = (event.user_id, int(native_id(MAL_NAMESPACE, event.item_id)))
         if isinstance(event, WatchEvent):
             pairs.setdefault(key, math.nan)
         elif isinstance(event, RatingEvent):
@@ -94,6 +96,22 @@ LOADERS: dict[str, Callable[[Path], InteractionData]] = {
     MAL_RATING23: load_mal_rating23,
     MOVIELENS: load_movielens,
 }
+
+
+# The catalogue namespace of each data set's item ids (``llmrec.item_ids``): ``mal:5114`` is the item the
+# stream and the API know as MAL anime 5114.
+ITEM_NAMESPACES: dict[str, str] = {
+    MAL_COMPLETED: MAL_NAMESPACE,
+    MAL_RATING23: MAL_NAMESPACE,
+    MOVIELENS: MOVIELENS_NAMESPACE,
+}
+
+
+def with_serving_keys(name: str, data: InteractionData) -> InteractionData:
+    """``data`` with each item id replaced by its serving key: the ids of the item index and the ledger."""
+    namespace = ITEM_NAMESPACES[name]
+    keys = tuple(item_key(namespaced_id(namespace, i)) for i in data.item_ids)
+    return dataclasses.replace(data, item_ids=keys)
 
 
 def load_dataset(name: str, data_dir: Path, *, core: int = 5) -> InteractionData:

@@ -28,6 +28,7 @@ REBALANCE_TIMEOUT_S = 20.0
 @dataclass(frozen=True)
 class WorkerTopics:
     events: tuple[TopicT, ...]
+    items: TopicT
     dead_letter: TopicT
 
 
@@ -122,6 +123,7 @@ def declare_topics(app: faust.App, kafka: KafkaSettings) -> WorkerTopics:
 
     return WorkerTopics(
         events=tuple(topic(name) for name in kafka.event_topics),
+        items=topic(kafka.items_topic),
         dead_letter=topic(kafka.dead_letter_topic),
     )
 

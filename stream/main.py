@@ -1,10 +1,11 @@
 """``run_worker(settings)``: the ``llmrec worker`` process.
 
-Start order (each step before anything consumes): database schema, Kafka topics, item vectors, the
-PostgreSQL pool and the Triton client, then the Faust app. ``worker ready`` (``llmrec.lifecycle``) is
-logged once the consumer has joined its group and received its partitions. SIGTERM stops Faust first,
-which waits until every event taken from Kafka is applied or dead-lettered and commits the offsets, then
-the pools close.
+Start order (each step before anything consumes): database schema, Kafka topics, item vectors (the
+published index, caught up with the catalogue in PostgreSQL), the PostgreSQL pool and the Triton client,
+then the Faust app: one agent per interaction topic and one for the items topic. ``worker ready``
+(``llmrec.lifecycle``) is logged once the consumer has joined its group and received its partitions.
+SIGTERM stops Faust first, which waits until every event taken from Kafka is applied or dead-lettered and
+commits the offsets, then the pools close.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from llmrec.store.postgres import PostgresStore
 from stream import fast_delivery, metrics
 from stream.agents import register_agents
 from stream.app import TopicDeadLetterSink, create_app, declare_topics
-from stream.item_vectors import ArrayItemVectors
+from stream.item_processing import ItemBatchProcessor
+from stream.item_vectors import ArrayItemVectors, LiveItemVectors
 from stream.processing import (
     BatchProcessor,
     BatchResult,
@@ -70,21 +72,31 @@ class WorkerResources(Service):
         self._store: PostgresStore | None = None
         self._encoder: EncoderClient | None = None
         self._processor: BatchProcessor | None = None
+        self._item_processor: ItemBatchProcessor | None = None
 
     async def on_start(self) -> None:
         settings = self.settings
         await asyncio.to_thread(migrate_when_reachable, settings.postgres.conninfo())
         await asyncio.to_thread(ensure_system_topics, settings.kafka)
         try:
-            items = await asyncio.to_thread(ArrayItemVectors.load, settings.index_dir)
+            indexed = await asyncio.to_thread(ArrayItemVectors.load, settings.index_dir)
         except FileNotFoundError as exc:
             raise RuntimeError(
                 f"no item index in {settings.index_dir}: build it first (`llmrec build-index`)"
             ) from exc
-        log.info("item vectors loaded", items=len(items), dim=items.dim, index_dir=str(settings.index_dir))
 
         self._store = PostgresStore.from_settings(settings.postgres, name="llmrec-worker")
         await self._store.open()
+        items = LiveItemVectors(indexed, self._store)
+        await items.refresh()
+        log.info(
+            "item vectors loaded",
+            indexed=len(indexed),
+            from_catalogue=items.catalogue_items,
+            catalogue_cursor=items.cursor,
+            dim=items.dim,
+            index_dir=str(settings.index_dir),
+        )
         self._encoder = EncoderClient.from_settings(
             settings.triton, max_in_flight=settings.triton.max_in_flight
         )
@@ -92,14 +104,24 @@ class WorkerResources(Service):
             # Not fatal: ratings and watch events flow meanwhile; reviews wait for the encoder.
             log.warning("encoder not ready yet; reviews will wait for it", url=settings.triton.grpc_url)
         prefs = settings.preferences
+        dead_letters = TopicDeadLetterSink(self._dead_letter_topic)
         self._processor = BatchProcessor(
             store=self._store,
             encoder=self._encoder,
-            dead_letters=TopicDeadLetterSink(self._dead_letter_topic),
+            dead_letters=dead_letters,
             item_vectors=items,
             topic_types=topic_event_types(settings.kafka),
             weights=weights_from_settings(prefs),
             decay=decay_from_settings(prefs),
+            refresh_items=items.refresh,
+            unknown_item_wait_s=settings.worker.unknown_item_wait_s,
+        )
+        self._item_processor = ItemBatchProcessor(
+            store=self._store,
+            encoder=self._encoder,
+            dead_letters=dead_letters,
+            items=items,
+            encoder_model=settings.triton.model_name,
         )
         metrics.serve(settings.worker.metrics_port)
 
@@ -114,6 +136,14 @@ class WorkerResources(Service):
         if self._processor is None:
             raise RuntimeError("worker resources are not started")
         result = await self._processor.process(batch)
+        if batch:
+            metrics.observe(batch[0].topic, result)
+        return result
+
+    async def handle_items(self, batch: Sequence[RawMessage]) -> BatchResult:
+        if self._item_processor is None:
+            raise RuntimeError("worker resources are not started")
+        result = await self._item_processor.process(batch)
         if batch:
             metrics.observe(batch[0].topic, result)
         return result
@@ -160,6 +190,14 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerResources]:
         batch_size=settings.worker.batch_size,
         within_s=settings.worker.batch_within_s,
         topic_batch_sizes={settings.kafka.reviews_topic: settings.worker.review_batch_size},
+        on_batch=lag_reporter(app),
+    )
+    register_agents(
+        app,
+        (topics.items,),
+        resources.handle_items,
+        batch_size=settings.worker.item_batch_size,
+        within_s=settings.worker.batch_within_s,
         on_batch=lag_reporter(app),
     )
     ready_logged = False

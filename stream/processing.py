@@ -1,8 +1,9 @@
 """The worker's logic for one batch of raw Kafka messages, free of Faust so it is tested with fakes.
 
 For a batch (one topic, up to ``worker.batch_size`` messages):
-1. validate each message against its topic's event type; reject events about items the recommender
-   does not know (no embedding in the item index);
+1. validate each message against its topic's event type; an event about an item the recommender does
+   not know (no vector in the index or the catalogue) waits up to ``unknown_item_wait_s`` for the item
+   to arrive on the items topic (the topics are not ordered against each other), then is rejected;
 2. score the reviews' sentiment with the encoder (retried while Triton is unavailable: reviews wait,
    they are never dropped; a text the encoder rejects as bad input is dead-lettered); reviews already
    in the ledger (a replay) skip the encoder;
@@ -32,6 +33,7 @@ import numpy as np
 from encoder_triton.client import EncoderRejected, EncoderUnavailable, TextEncoder
 from llmrec.events.schema import EventType, RatingEvent, ReviewEvent, WatchEvent
 from llmrec.events.validation import AnyEvent, InvalidEvent, RejectReason, parse_event
+from llmrec.item_ids import item_key
 from llmrec.logs import get_logger
 from llmrec.preference_state import PreferenceState
 from llmrec.settings import KafkaSettings, PreferenceSettings
@@ -172,7 +174,13 @@ class BatchProcessor:
         backoff: Backoff | None = None,
         sleep: Sleep = asyncio.sleep,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        refresh_items: Callable[[], Awaitable[object]] | None = None,
+        unknown_item_wait_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._refresh_items = refresh_items
+        self._unknown_item_wait_s = unknown_item_wait_s
+        self._clock = clock
         self._store = store
         self._encoder = encoder
         self._dead_letters = dead_letters
@@ -190,9 +198,15 @@ class BatchProcessor:
         tally = _Tally()
         valid: list[_Valid] = []
         letters: list[DeadLetter] = []
+        unknown: list[_Valid] = []
+        # The catalogue as other workers left it (an item deleted there is unknown here from now on): one
+        # change-feed read per batch, usually empty.
+        await self._refresh_catalogue()
         for message in batch:
             try:
-                valid.append(_Valid(message, self._validate(message)))
+                event = self._validate(message)
+                item = _Valid(message, event)
+                (valid if self._knows(event) else unknown).append(item)
             except InvalidEvent as exc:
                 letters.append(self._letter(message, exc.reason.value, exc.detail))
             except Exception as exc:
@@ -201,6 +215,15 @@ class BatchProcessor:
                 log.exception("validation crashed", topic=message.topic, offset=message.offset)
                 detail = f"{type(exc).__name__}: {str(exc)[:200]}"
                 letters.append(self._letter(message, RejectReason.VALIDATION_CRASHED.value, detail))
+
+        if unknown:
+            arrived, missing = await self._wait_for_items(unknown)
+            # Back in batch order, so a user's events still apply in the order they were consumed.
+            order = {id(m): n for n, m in enumerate(batch)}
+            valid = sorted([*valid, *arrived], key=lambda v: order[id(v.message)])
+            for item in missing:
+                detail = f"item {item.event.item_id!r} is not in the catalogue"
+                letters.append(self._letter(item.message, RejectReason.UNKNOWN_ITEM.value, detail))
 
         valid, known = await self._drop_known_reviews(valid, tally)
         reviews = [v for v in valid if isinstance(v.event, ReviewEvent)]
@@ -272,10 +295,41 @@ class BatchProcessor:
     # -- steps --------------------------------------------------------------------------------------------
 
     def _validate(self, message: RawMessage) -> AnyEvent:
-        event = parse_event(message.value, self._topic_types.get(message.topic))
-        if self._items.get(event.item_id) is None:
-            raise InvalidEvent(RejectReason.UNKNOWN_ITEM, f"item {event.item_id} is not in the item index")
-        return event
+        return parse_event(message.value, self._topic_types.get(message.topic))
+
+    async def _refresh_catalogue(self) -> None:
+        if self._refresh_items is None:
+            return
+        try:
+            await self._refresh_items()
+        except StoreUnavailable as exc:
+            # Not fatal: the item vectors stay as they were; the next batch tries again.
+            log.warning("catalogue refresh failed", error=str(exc))
+
+    def _knows(self, event: AnyEvent) -> bool:
+        return self._items.get(item_key(event.item_id)) is not None
+
+    async def _wait_for_items(self, unknown: list[_Valid]) -> tuple[list[_Valid], list[_Valid]]:
+        """Re-read the catalogue (once a second) until every item is known or ``unknown_item_wait_s`` has
+        passed; returns the events whose item arrived and those whose item did not."""
+        deadline = self._clock() + self._unknown_item_wait_s
+        waiting = unknown
+        arrived: list[_Valid] = []
+        while True:
+            await self._refresh_catalogue()
+            now_known = [v for v in waiting if self._knows(v.event)]
+            arrived += now_known
+            waiting = [v for v in waiting if not self._knows(v.event)]
+            if not waiting or self._clock() >= deadline:
+                if waiting:
+                    log.info(
+                        "items did not arrive in time",
+                        items=sorted({v.event.item_id for v in waiting})[:10],
+                        events=len(waiting),
+                        waited_s=self._unknown_item_wait_s,
+                    )
+                return arrived, waiting
+            await self._sleep(min(1.0, max(0.0, deadline - self._clock())))
 
     async def _retry(
         self, operation: Callable[[], Awaitable[T]], transient: type[Exception], what: str, tally: _Tally
@@ -332,7 +386,7 @@ class BatchProcessor:
         return LedgerEntry(
             event_id=event.event_id,
             user_id=event.user_id,
-            item_id=event.item_id,
+            item_id=item_key(event.item_id),
             event_type=event.event_type,
             event_time=event.event_time,
             strength=strength,
@@ -346,24 +400,29 @@ class BatchProcessor:
         )
 
     def _letter(self, message: RawMessage, reason: str, detail: str) -> DeadLetter:
-        letter = DeadLetter(
-            reason=reason,
-            detail=detail,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            payload=message.value,
-            failed_at=self._now(),
-        )
-        if len(letter.to_json()) <= MAX_DEAD_LETTER_BYTES:
-            return letter
-        # Unsendable whole: the sink would fail on every retry and hold the partition forever.
-        size = len(message.value or b"")
-        return dataclasses.replace(
-            letter,
-            detail=f"{detail} (payload cut to its first {min(size, LETTER_PAYLOAD_CUT)} of {size} bytes; "
-            "the whole message is at the topic, partition and offset of this letter)",
-            key=message.key[:LETTER_KEY_CUT] if message.key is not None else None,
-            payload=message.value[:LETTER_PAYLOAD_CUT] if message.value is not None else None,
-        )
+        return dead_letter_for(message, reason, detail, self._now())
+
+
+def dead_letter_for(message: RawMessage, reason: str, detail: str, failed_at: datetime) -> DeadLetter:
+    """The dead letter for ``message``, cut to fit one Kafka message when the original is too large."""
+    letter = DeadLetter(
+        reason=reason,
+        detail=detail,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        payload=message.value,
+        failed_at=failed_at,
+    )
+    if len(letter.to_json()) <= MAX_DEAD_LETTER_BYTES:
+        return letter
+    # Unsendable whole: the sink would fail on every retry and hold the partition forever.
+    size = len(message.value or b"")
+    return dataclasses.replace(
+        letter,
+        detail=f"{detail} (payload cut to its first {min(size, LETTER_PAYLOAD_CUT)} of {size} bytes; "
+        "the whole message is at the topic, partition and offset of this letter)",
+        key=message.key[:LETTER_KEY_CUT] if message.key is not None else None,
+        payload=message.value[:LETTER_PAYLOAD_CUT] if message.value is not None else None,
+    )

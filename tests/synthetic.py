@@ -43,7 +43,7 @@ class Interaction:
     """One thing a test user did: ``strength`` as the preference model would compute it. A rating when
     ``rating`` is given, else a watch event unless ``event_type`` says otherwise."""
 
-    item_id: int
+    item_id: int  # the item's key (``llmrec.item_ids.item_key``), as the ledger and the index hold it
     strength: float
     time: datetime
     rating: float | None = None

@@ -21,6 +21,7 @@ from llmrec.datasets.ids import mal_user_id, stable_event_id
 from llmrec.datasets.matthew1906 import parse_score
 from llmrec.datasets.summary import ReplaySummary, SkipReason
 from llmrec.events.schema import MIN_EVENT_TIME, RatingEvent, WatchEvent, WatchStatus
+from llmrec.item_ids import mal_item_id
 
 AZATHOTH_LISTS = "azathoth-2018"
 _CODE = "malaz"
@@ -86,7 +87,7 @@ def list_row_events(
             WatchEvent(
                 event_id=stable_event_id(_CODE, "watch", *identity),
                 user_id=user_id,
-                item_id=item_id,
+                item_id=mal_item_id(item_id),
                 event_time=when,
                 source=AZATHOTH_LISTS,
                 status=status,
@@ -100,7 +101,7 @@ def list_row_events(
                 RatingEvent(
                     event_id=stable_event_id(_CODE, "rating", *identity),
                     user_id=user_id,
-                    item_id=item_id,
+                    item_id=mal_item_id(item_id),
                     event_time=when,
                     source=AZATHOTH_LISTS,
                     rating=rating,

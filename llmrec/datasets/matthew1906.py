@@ -18,6 +18,7 @@ from llmrec.data_source import MATTHEW1906, find_data_file, glob_data_files, ope
 from llmrec.datasets.ids import mal_user_id, stable_event_id, synthetic_time, text_fingerprint, utc
 from llmrec.datasets.summary import ReplaySummary, SkipReason
 from llmrec.events.schema import MAX_TEXT_CHARS, RatingEvent, ReviewEvent, ReviewTag, WatchEvent, WatchStatus
+from llmrec.item_ids import mal_item_id
 
 REVIEWS = "matthew1906-reviews"
 WATCHLISTS = "matthew1906-watchlists"
@@ -128,7 +129,7 @@ def review_event(
         return ReviewEvent(
             event_id=stable_event_id(_CODE, "review", *identity),
             user_id=user_id,
-            item_id=item_id,
+            item_id=mal_item_id(item_id),
             event_time=synthetic_time(*REVIEW_WINDOW, _CODE, "review", *identity),
             source=REVIEWS,
             text=fitted,
@@ -177,7 +178,7 @@ def watchlist_events(
             WatchEvent(
                 event_id=stable_event_id(_CODE, "watch", user_id, item_id),
                 user_id=user_id,
-                item_id=item_id,
+                item_id=mal_item_id(item_id),
                 event_time=when,
                 source=WATCHLISTS,
                 status=WatchStatus.COMPLETED,
@@ -191,7 +192,7 @@ def watchlist_events(
                 RatingEvent(
                     event_id=stable_event_id(_CODE, "rating", user_id, item_id),
                     user_id=user_id,
-                    item_id=item_id,
+                    item_id=mal_item_id(item_id),
                     event_time=when,
                     source=WATCHLISTS,
                     rating=rating,

@@ -47,11 +47,12 @@ def wait_until_consumed(
     timeout_s: float = 300.0,
     poll_s: float = 0.5,
 ) -> float:
-    """Block until the worker's lag is zero on ``topics`` (default: the event topics). Returns seconds waited.
+    """Block until the worker's lag is zero on ``topics`` (default: every topic the worker consumes).
+    Returns the seconds waited.
 
     Raises ``TimeoutError`` with the remaining lag if the worker does not catch up in time.
     """
-    names = tuple(topics) if topics is not None else kafka.event_topics
+    names = tuple(topics) if topics is not None else kafka.consumed_topics
     started = time.monotonic()
     while True:
         lag = consumer_lag(kafka, names)

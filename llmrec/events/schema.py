@@ -26,7 +26,6 @@ MAX_FUTURE_SKEW = timedelta(days=1)
 MIN_EVENT_TIME = datetime(1970, 1, 2, tzinfo=UTC)
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@\-]*$")]
-ItemId = Annotated[int, Field(ge=1, le=2**53)]
 Score = Annotated[float, Field(ge=1.0, le=10.0, allow_inf_nan=False)]
 # An item id chosen by the catalogue's owner: opaque, 1..256 printable characters, no whitespace at either
 # end (the items topic's key; "mal:5114", "ml:1", "sku-123", "Café crème 250 g" are all fine).
@@ -100,7 +99,9 @@ class _EventBase(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: Identifier
     user_id: Identifier
-    item_id: ItemId
+    # The catalogue's string id, as on the items topic; a bare number is refused rather than guessed
+    # into a namespace (5114 is not "mal:5114").
+    item_id: ExternalItemId
     event_time: datetime
     source: Annotated[str, Field(max_length=64)] | None = None
 
@@ -122,9 +123,9 @@ class _EventBase(BaseModel):
 
     @field_validator("item_id", mode="before")
     @classmethod
-    def _item_id_not_bool(cls, value: Any) -> Any:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError("item_id must be an integer")
+    def _item_id_is_text(cls, value: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(f"item_id must be the catalogue's string id (e.g. 'mal:5114'), not {value!r}")
         return value
 
 

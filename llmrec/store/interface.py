@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from llmrec.events.schema import EventType, WatchStatus
+from llmrec.item_text import embedding_text_of
 from llmrec.preference_state import PreferenceState
 
 
@@ -154,11 +155,14 @@ class Version(NamedTuple):
     event_id: str
 
 
-def item_content_hash(title: str, text: str, categories: Sequence[str]) -> str:
-    """SHA-256 (hex) of what the encoder embeds: the title, the text and the categories in their order.
-    Equal hashes mean the stored vector still fits the text, so the worker need not re-embed it."""
-    payload = json.dumps([title, text, list(categories)], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+def item_content_hash(
+    title: str, text: str, categories: Sequence[str], attributes: Mapping[str, Any] | None = None
+) -> str:
+    """SHA-256 (hex) of what the encoder embeds (``llmrec.item_text.embedding_text_of``: the title, the
+    categories, the text and the attributes that text takes in). Equal hashes mean the stored vector
+    still fits, so the worker need not re-embed it."""
+    embedded = embedding_text_of(title, categories, text, attributes or {})
+    return hashlib.sha256(embedded.encode("utf-8")).hexdigest()
 
 
 def _check_change(item_id: str, event_id: str, event_time: datetime) -> None:
@@ -215,7 +219,7 @@ class ItemRecord:
 
     @property
     def content_hash(self) -> str:
-        return item_content_hash(self.title, self.text, self.categories)
+        return item_content_hash(self.title, self.text, self.categories, self.attributes)
 
 
 class ItemChangeKind(StrEnum):

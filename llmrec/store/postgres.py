@@ -34,6 +34,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from llmrec.events.schema import EventType, WatchStatus
+from llmrec.item_ids import item_key
 from llmrec.logs import get_logger
 from llmrec.preference_state import PreferenceState, Vector
 from llmrec.settings import PostgresSettings
@@ -161,11 +162,11 @@ _ITEMS_CHANGED_SINCE = (
 # length or none), and catalogue batches are small next to the ledger's.
 _WRITE_ITEM = """
 INSERT INTO catalogue_items (
-    item_id, title, text, categories, attributes, vector, vector_source, content_hash, hidden, deleted,
-    body_event_time, body_event_id, hidden_event_time, hidden_event_id, event_time, event_id, change_seq,
-    updated_at)
+    item_id, item_key, title, text, categories, attributes, vector, vector_source, content_hash, hidden,
+    deleted, body_event_time, body_event_id, hidden_event_time, hidden_event_id, event_time, event_id,
+    change_seq, updated_at)
 VALUES (
-    %s, %s, %s, %s::text[], %s::jsonb, %b::real[], %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+    %s, %s, %s, %s, %s::text[], %s::jsonb, %b::real[], %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
     nextval('catalogue_change_seq'), now())
 ON CONFLICT (item_id) DO UPDATE SET
     title = EXCLUDED.title, text = EXCLUDED.text, categories = EXCLUDED.categories,
@@ -209,6 +210,7 @@ def _item_params(item: StoredItem) -> tuple[Any, ...]:
     body, flag = item.body_version, item.hidden_version
     return (
         item.item_id,
+        item_key(item.item_id),
         item.title,
         item.text,
         list(item.categories),

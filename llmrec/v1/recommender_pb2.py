@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmrec/v1/recommender.proto\x12\tllmrec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\x0bGenreFilter\x12\x0f\n\x07include\x18\x01 \x03(\t\x12\x0f\n\x07\x65xclude\x18\x02 \x03(\t\"l\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12&\n\x06genres\x18\x03 \x01(\x0b\x32\x16.llmrec.v1.GenreFilter\x12\x14\n\x0cinclude_seen\x18\x04 \x01(\x08\"[\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06genres\x18\x03 \x03(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\"s\n\x11RecommendResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.llmrec.v1.ScoredItem\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"1\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12\t\n\x01k\x18\x02 \x01(\r\"d\n\x14SimilarItemsResponse\x12\x0f\n\x07item_id\x18\x01 \x01(\x03\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.llmrec.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"(\n\x15GetUserProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\",\n\x0bGenreWeight\x12\r\n\x05genre\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"\xe7\x01\n\x0bUserProfile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07ratings\x18\x02 \x01(\x04\x12\x0f\n\x07reviews\x18\x03 \x01(\x04\x12\x14\n\x0cwatch_events\x18\x04 \x01(\x04\x12*\n\ntop_genres\x18\x05 \x03(\x0b\x32\x16.llmrec.v1.GenreWeight\x12\x33\n\x0flast_event_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xf2\x01\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.llmrec.v1.RecommendRequest\x1a\x1c.llmrec.v1.RecommendResponse\x12O\n\x0cSimilarItems\x12\x1e.llmrec.v1.SimilarItemsRequest\x1a\x1f.llmrec.v1.SimilarItemsResponse\x12J\n\x0eGetUserProfile\x12 .llmrec.v1.GetUserProfileRequest\x1a\x16.llmrec.v1.UserProfileb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bllmrec/v1/recommender.proto\x12\tllmrec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"/\n\x0bGenreFilter\x12\x0f\n\x07include\x18\x01 \x03(\t\x12\x0f\n\x07\x65xclude\x18\x02 \x03(\t\"l\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12&\n\x06genres\x18\x03 \x01(\x0b\x32\x16.llmrec.v1.GenreFilter\x12\x14\n\x0cinclude_seen\x18\x04 \x01(\x08\"a\n\nScoredItem\x12\x0f\n\x07item_id\x18\x06 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06genres\x18\x03 \x03(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\tJ\x04\x08\x01\x10\x02\"s\n\x11RecommendResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.llmrec.v1.ScoredItem\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"7\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\rJ\x04\x08\x01\x10\x02\"j\n\x14SimilarItemsResponse\x12\x0f\n\x07item_id\x18\x04 \x01(\t\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.llmrec.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x03 \x01(\tJ\x04\x08\x01\x10\x02\"(\n\x15GetUserProfileRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\",\n\x0bGenreWeight\x12\r\n\x05genre\x18\x01 \x01(\t\x12\x0e\n\x06weight\x18\x02 \x01(\x01\"\xe7\x01\n\x0bUserProfile\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0f\n\x07ratings\x18\x02 \x01(\x04\x12\x0f\n\x07reviews\x18\x03 \x01(\x04\x12\x14\n\x0cwatch_events\x18\x04 \x01(\x04\x12*\n\ntop_genres\x18\x05 \x03(\x0b\x32\x16.llmrec.v1.GenreWeight\x12\x33\n\x0flast_event_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xf2\x01\n\x0bRecommender\x12\x46\n\tRecommend\x12\x1b.llmrec.v1.RecommendRequest\x1a\x1c.llmrec.v1.RecommendResponse\x12O\n\x0cSimilarItems\x12\x1e.llmrec.v1.SimilarItemsRequest\x1a\x1f.llmrec.v1.SimilarItemsResponse\x12J\n\x0eGetUserProfile\x12 .llmrec.v1.GetUserProfileRequest\x1a\x16.llmrec.v1.UserProfileb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,19 +37,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDREQUEST']._serialized_start=124
   _globals['_RECOMMENDREQUEST']._serialized_end=232
   _globals['_SCOREDITEM']._serialized_start=234
-  _globals['_SCOREDITEM']._serialized_end=325
-  _globals['_RECOMMENDRESPONSE']._serialized_start=327
-  _globals['_RECOMMENDRESPONSE']._serialized_end=442
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=444
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=493
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=495
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=595
-  _globals['_GETUSERPROFILEREQUEST']._serialized_start=597
-  _globals['_GETUSERPROFILEREQUEST']._serialized_end=637
-  _globals['_GENREWEIGHT']._serialized_start=639
-  _globals['_GENREWEIGHT']._serialized_end=683
-  _globals['_USERPROFILE']._serialized_start=686
-  _globals['_USERPROFILE']._serialized_end=917
-  _globals['_RECOMMENDER']._serialized_start=920
-  _globals['_RECOMMENDER']._serialized_end=1162
+  _globals['_SCOREDITEM']._serialized_end=331
+  _globals['_RECOMMENDRESPONSE']._serialized_start=333
+  _globals['_RECOMMENDRESPONSE']._serialized_end=448
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=450
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=505
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=507
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=613
+  _globals['_GETUSERPROFILEREQUEST']._serialized_start=615
+  _globals['_GETUSERPROFILEREQUEST']._serialized_end=655
+  _globals['_GENREWEIGHT']._serialized_start=657
+  _globals['_GENREWEIGHT']._serialized_end=701
+  _globals['_USERPROFILE']._serialized_start=704
+  _globals['_USERPROFILE']._serialized_end=935
+  _globals['_RECOMMENDER']._serialized_start=938
+  _globals['_RECOMMENDER']._serialized_end=1180
 # @@protoc_insertion_point(module_scope)

@@ -36,12 +36,12 @@ class ScoredItem(_message.Message):
     GENRES_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
-    item_id: int
+    item_id: str
     title: str
     genres: _containers.RepeatedScalarFieldContainer[str]
     score: float
     reason: str
-    def __init__(self, item_id: _Optional[int] = ..., title: _Optional[str] = ..., genres: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., genres: _Optional[_Iterable[str]] = ..., score: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("user_id", "items", "strategy", "model_version")
@@ -59,19 +59,19 @@ class SimilarItemsRequest(_message.Message):
     __slots__ = ("item_id", "k")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
-    item_id: int
+    item_id: str
     k: int
-    def __init__(self, item_id: _Optional[int] = ..., k: _Optional[int] = ...) -> None: ...
+    def __init__(self, item_id: _Optional[str] = ..., k: _Optional[int] = ...) -> None: ...
 
 class SimilarItemsResponse(_message.Message):
     __slots__ = ("item_id", "items", "model_version")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
-    item_id: int
+    item_id: str
     items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
     model_version: str
-    def __init__(self, item_id: _Optional[int] = ..., items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    def __init__(self, item_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class GetUserProfileRequest(_message.Message):
     __slots__ = ("user_id",)

@@ -10,9 +10,11 @@ Used by ``tests/integration/test_bad_input.py`` (through Kafka and a real worker
 ``tests/unit/test_properties.py`` (through ``parse_event`` alone).
 
 ``MALFORMED_ITEM_EVENTS`` are the items topic's cases (through ``parse_item_event``, and
-``check_item_vector`` with ``ITEM_VECTOR_DIM`` for the dimension case). They are a separate list for now:
-the worker does not consume the items topic yet, so ``test_bad_input.py`` (which expects a dead letter for
-every case of ``MALFORMED_EVENTS``) cannot take them; only the unit tests use them until it does.
+``check_item_vector`` with ``ITEM_VECTOR_DIM`` for the dimension case). They are a separate list because
+they go to another topic: the worker consumes the items topic and dead-letters each of them with its
+reason, through ``ItemBatchProcessor`` (``tests/unit/test_item_processing.py``) and as a process against
+real Kafka (``tests/integration/test_worker_items.py``, where the index is wider than ``ITEM_VECTOR_DIM``,
+so the dimension case still fails for its stated reason).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from typing import Any
 
 from llmrec.events.schema import MAX_ATTRIBUTES_BYTES, MAX_CATEGORIES, MAX_TEXT_CHARS, EventType
 from llmrec.events.validation import MAX_MESSAGE_BYTES, RejectReason
+from llmrec.item_ids import item_key
 
-KNOWN_ITEM = 1  # must be in the item index of a test that uses the corpus
-UNKNOWN_ITEM = 424_242  # must not be
+KNOWN_ITEM = "test:known"  # must be in the item index of a test that uses the corpus
+KNOWN_ITEM_KEY = item_key(KNOWN_ITEM)  # the id that index stores
+UNKNOWN_ITEM = "test:unknown"  # must not be
 R = RejectReason
 
 
@@ -153,7 +157,10 @@ MALFORMED_EVENTS: list[MalformedCase] = [
         R.SCHEMA_VIOLATION,
     ),
     MalformedCase("user_id is a list", RATING, _json(RATING, user_id=["mallory"]), R.SCHEMA_VIOLATION),
-    MalformedCase("item_id is a word", RATING, _json(RATING, item_id="five"), R.SCHEMA_VIOLATION),
+    MalformedCase("item_id is a number", RATING, _json(RATING, item_id=5114), R.SCHEMA_VIOLATION),
+    MalformedCase("item_id empty", RATING, _json(RATING, item_id=""), R.SCHEMA_VIOLATION),
+    MalformedCase("item_id with a newline", RATING, _json(RATING, item_id="mal:1\n"), R.SCHEMA_VIOLATION),
+    MalformedCase("item_id of 257 characters", RATING, _json(RATING, item_id="i" * 257), R.SCHEMA_VIOLATION),
     MalformedCase("item_id true", RATING, _json(RATING, item_id=True), R.SCHEMA_VIOLATION),
     MalformedCase("item_id 1.5", RATING, _json(RATING, item_id=1.5), R.SCHEMA_VIOLATION),
     MalformedCase("item_id null", RATING, _json(RATING, item_id=None), R.SCHEMA_VIOLATION),

@@ -28,7 +28,7 @@ from grpc_api.errors import DeadlineExceeded, InvalidRequest, NotFound
 from grpc_api.health import LIST_METHOD, HealthListRequest, HealthListResponse
 from grpc_api.server import SERVICE_NAME, ApiServer
 from jobs.build_index import build_index
-from llmrec.catalogue import Catalogue, build_catalogue
+from llmrec.catalogue import Catalogue, Item, build_catalogue
 from llmrec.data_source import SAMPLE_DIR
 from llmrec.events.schema import EventType, WatchStatus
 from llmrec.preference_state import PreferenceState
@@ -57,12 +57,16 @@ class Api:
     server: ApiServer
     client: RecommenderClient
     catalogue: Catalogue
-    vectors: dict[int, np.ndarray]
+    vectors: dict[int, np.ndarray]  # by item key
     fan: str  # a user who rated Sci-Fi titles highly
-    fan_seen: list[int]
+    fan_seen: list[str]  # their catalogue ids
     critic: str  # a user who reviewed ``reviewed`` and completed ``completed``, rating neither
-    reviewed: int  # a Sci-Fi title that is not Romance
-    completed: int  # a Romance title that is not Sci-Fi
+    reviewed: Item  # a Sci-Fi title that is not Romance
+    completed: Item  # a Romance title that is not Sci-Fi
+
+    def item(self, item_id: str) -> Item:
+        """The catalogue item an answer names by its catalogue id."""
+        return next(i for i in self.catalogue if i.external_id == item_id)
 
 
 def sample_items() -> Catalogue:
@@ -86,13 +90,13 @@ def updater_for(vectors: dict[int, np.ndarray]):  # type: ignore[no-untyped-def]
     return update
 
 
-def critic_titles(catalogue: Catalogue) -> tuple[int, int]:
+def critic_titles(catalogue: Catalogue) -> tuple[Item, Item]:
     """A Sci-Fi title without Romance and a Romance title without Sci-Fi, sharing no genre, each with as
     few genres as possible (so the two explain disjoint parts of the catalogue)."""
     fewest = sorted(catalogue, key=lambda i: (len(i.genres), i.item_id))
     scifi = next(i for i in fewest if "Sci-Fi" in i.genres and "Romance" not in i.genres)
     romance = next(i for i in fewest if "Romance" in i.genres and not set(i.genres) & set(scifi.genres))
-    return scifi.item_id, romance.item_id
+    return scifi, romance
 
 
 @pytest.fixture(scope="module")
@@ -108,22 +112,22 @@ async def api(postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> As
     embeddings = genre_embeddings([i.genres for i in catalogue], dim=DIM, noise=0.3, seed=11)
     by_text = dict(zip(catalogue.texts_for_embedding(), embeddings, strict=True))
     build_index(settings, catalogue, lambda texts: np.stack([by_text[t] for t in texts]), progress=False)
-    vectors = dict(zip(catalogue.item_ids, embeddings, strict=True))
+    vectors = dict(zip(catalogue.keys, embeddings, strict=True))
 
     migrate(postgres_dsn)
     fan = f"fan-{uuid.uuid4().hex[:8]}"
-    scifi = [i.item_id for i in catalogue if "Sci-Fi" in i.genres][:5]
+    scifi = [i for i in catalogue if "Sci-Fi" in i.genres][:5]
     entries = [
         LedgerEntry(
             event_id=f"{fan}-{n}",
             user_id=fan,
-            item_id=item_id,
+            item_id=item.key,
             event_type=EventType.RATING,
             event_time=T0 + timedelta(days=n),
             strength=rating_signal(9.0, SignalWeights()),
             rating=9.0,
         )
-        for n, item_id in enumerate(scifi)
+        for n, item in enumerate(scifi)
     ]
     critic = f"critic-{uuid.uuid4().hex[:8]}"
     reviewed, completed = critic_titles(catalogue)
@@ -131,7 +135,7 @@ async def api(postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> As
         LedgerEntry(
             event_id=f"{critic}-review",
             user_id=critic,
-            item_id=reviewed,
+            item_id=reviewed.key,
             event_type=EventType.REVIEW,
             event_time=T0,
             strength=sentiment_signal(0.9, SignalWeights()),
@@ -140,7 +144,7 @@ async def api(postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> As
         LedgerEntry(
             event_id=f"{critic}-watch",
             user_id=critic,
-            item_id=completed,
+            item_id=completed.key,
             event_type=EventType.WATCH,
             event_time=T0 + timedelta(days=1),
             strength=0.3,
@@ -156,7 +160,17 @@ async def api(postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> As
     await server.wait_ready(60)
     client = RecommenderClient(f"127.0.0.1:{port}", timeout_s=5.0)
     try:
-        yield Api(server, client, catalogue, vectors, fan, scifi, critic, reviewed, completed)
+        yield Api(
+            server,
+            client,
+            catalogue,
+            vectors,
+            fan,
+            [i.external_id for i in scifi],
+            critic,
+            reviewed,
+            completed,
+        )
     finally:
         client.close()
         await server.stop(1.0)
@@ -264,7 +278,7 @@ async def test_personalised_recommendations_follow_the_profile(api: Api) -> None
     scifi_share = np.mean(["Sci-Fi" in i.genres for i in answer.items])
     catalogue_share = np.mean(["Sci-Fi" in i.genres for i in api.catalogue])
     assert scifi_share >= 0.7 > catalogue_share
-    titles = {api.catalogue[i].title for i in api.fan_seen}
+    titles = {api.item(i).title for i in api.fan_seen}
     assert any(
         i.reason.endswith("which you rated 9") and i.reason[5:].split(",")[0] in titles for i in answer.items
     )
@@ -272,8 +286,8 @@ async def test_personalised_recommendations_follow_the_profile(api: Api) -> None
 
 async def test_reasons_say_reviewed_and_completed(api: Api) -> None:
     """A review and a completed watch reach the answer's reasons as such, through PostgreSQL and the wire."""
-    reviewed = f"like {api.catalogue[api.reviewed].title}, which you reviewed"
-    completed = f"like {api.catalogue[api.completed].title}, which you completed"
+    reviewed = f"like {api.reviewed.title}, which you reviewed"
+    completed = f"like {api.completed.title}, which you completed"
     scifi = await call(
         api.client.recommend, api.critic, k=5, include_genres=["Sci-Fi"], exclude_genres=["Romance"]
     )
@@ -293,7 +307,7 @@ async def test_reasons_say_reviewed_and_completed(api: Api) -> None:
 async def test_cold_start_for_an_unknown_user(api: Api) -> None:
     answer = await call(api.client.recommend, f"new-{uuid.uuid4().hex[:6]}", k=5)
     assert answer.strategy == "cold_start"
-    members = [api.catalogue[i.item_id].members for i in answer.items]
+    members = [api.item(i.item_id).members for i in answer.items]
     assert members == sorted(members, reverse=True)
     assert members[0] == max(i.members for i in api.catalogue)
 
@@ -313,7 +327,7 @@ async def test_similar_items(api: Api) -> None:
     answer = await call(api.client.similar_items, item, k=5)
     assert answer.item_id == item and len(answer.items) == 5 and item not in {i.item_id for i in answer.items}
     with pytest.raises(NotFound):
-        await call(api.client.similar_items, 999_999_999)
+        await call(api.client.similar_items, "mal:999999999")
 
 
 async def test_user_profile(api: Api) -> None:

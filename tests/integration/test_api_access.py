@@ -42,7 +42,7 @@ T = TypeVar("T")
 class Base:
     root: Path
     dsn: str
-    item_id: int
+    item_id: str
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +56,13 @@ def base(postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Base:
     embeddings = genre_embeddings([i.genres for i in catalogue], dim=DIM, noise=0.3, seed=7)
     by_text = dict(zip(catalogue.texts_for_embedding(), embeddings, strict=True))
     build_index(
-        settings_for(Base(root, postgres_dsn, 0), ApiSettings()),
+        settings_for(Base(root, postgres_dsn, ""), ApiSettings()),
         catalogue,
         lambda texts: np.stack([by_text[t] for t in texts]),
         progress=False,
     )
     migrate(postgres_dsn)
-    return Base(root, postgres_dsn, catalogue.item_ids[0])
+    return Base(root, postgres_dsn, next(iter(catalogue)).external_id)
 
 
 def settings_for(base: Base, api: ApiSettings) -> Settings:

@@ -35,13 +35,14 @@ from workers import (
 from llmrec.events.schema import EventType, RatingEvent, WatchEvent, WatchStatus
 from llmrec.events.topics import ensure_system_topics
 from llmrec.events.validation import AnyEvent, encode_event
+from llmrec.item_ids import mal_item_id
 from llmrec.settings import Settings
 from tests.corpus.malformed_events import KNOWN_ITEM, MALFORMED_EVENTS, UNKNOWN_ITEM
 
 pytestmark = pytest.mark.integration
 
 
-ITEM_IDS = [KNOWN_ITEM, 5, 6, 7, 20, 30, 5114, 9253, 1535, 11061]
+ITEM_IDS = [KNOWN_ITEM, *(mal_item_id(i) for i in (5, 6, 7, 20, 30, 5114, 9253, 1535, 11061))]
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 VALID_PER_CASE = 2
 

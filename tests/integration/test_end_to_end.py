@@ -68,7 +68,7 @@ def sports_fan_events(user_id: str, catalogue: Catalogue) -> list[AnyEvent]:
         RatingEvent(
             event_id=f"{user_id}-r{n}",
             user_id=user_id,
-            item_id=item.item_id,
+            item_id=item.external_id,
             event_time=start + timedelta(hours=n),
             rating=10.0,
         )
@@ -78,7 +78,7 @@ def sports_fan_events(user_id: str, catalogue: Catalogue) -> list[AnyEvent]:
         ReviewEvent(
             event_id=f"{user_id}-v",
             user_id=user_id,
-            item_id=sports[4].item_id,
+            item_id=sports[4].external_id,
             event_time=start + timedelta(days=1),
             rating=9.0,
             text="Wonderful. The matches are thrilling and the team's friendship moved me; I loved it.",
@@ -121,7 +121,8 @@ def test_published_events_reach_the_api_once_and_bad_ones_reach_the_dead_letter_
         # catalogue is.
         share = sum(GENRE in item.genres for item in answer.items) / len(answer.items)
         assert share >= 0.6, [(item.title, item.genres) for item in answer.items]
-        rated_titles = {catalogue[event.item_id].title for event in events}
+        titles = {item.external_id: item.title for item in catalogue}
+        rated_titles = {titles[event.item_id] for event in events}
         assert any(any(title in item.reason for title in rated_titles) for item in answer.items)
 
         dead_letters = consumer_lag(settings.kafka, [settings.kafka.dead_letter_topic], group="e2e-reader")

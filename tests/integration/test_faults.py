@@ -45,11 +45,12 @@ from llmrec.events.producer import EventProducer
 from llmrec.events.schema import RatingEvent, ReviewEvent, WatchEvent, WatchStatus
 from llmrec.events.topics import ensure_system_topics
 from llmrec.events.validation import AnyEvent
+from llmrec.item_ids import mal_item_id
 from llmrec.settings import PostgresSettings, Settings, TritonSettings
 
 pytestmark = pytest.mark.integration
 
-ITEM_IDS = [1, 5, 6, 7, 20, 30, 5114, 9253, 1535, 11061]
+ITEM_IDS = [mal_item_id(i) for i in (1, 5, 6, 7, 20, 30, 5114, 9253, 1535, 11061)]
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 POSITIVE = "A masterpiece. Wonderful characters, beautiful animation, I loved every episode."
 NEGATIVE = "Boring and a complete waste of time; terrible story and annoying characters."

@@ -72,17 +72,17 @@ def user_events(user: str, start: int) -> Iterator[AnyEvent]:
         yield WatchEvent(
             event_id=f"{user}-w{n}",
             user_id=user,
-            item_id=2167,
+            item_id="mal:2167",
             event_time=WHEN,
             status=WatchStatus.WATCHING,
             episodes_watched=n,
             total_episodes=23,
         )
-    yield RatingEvent(event_id=f"{user}-r", user_id=user, item_id=2167, event_time=WHEN, rating=9)
+    yield RatingEvent(event_id=f"{user}-r", user_id=user, item_id="mal:2167", event_time=WHEN, rating=9)
     yield ReviewEvent(
         event_id=f"{user}-v",
         user_id=user,
-        item_id=2167,
+        item_id="mal:2167",
         event_time=WHEN,
         text="Quiet and warm.",
         tag=ReviewTag.RECOMMENDED,
@@ -144,7 +144,7 @@ def test_publish_file_and_replay_end_to_end(kafka: KafkaSettings, tmp_path: Path
     rating = {
         "event_id": "f1",
         "user_id": "mal:navieh",
-        "item_id": 11319,
+        "item_id": "mal:11319",
         "event_time": "2023-01-02T03:04:05Z",
         "event_type": "rating",
         "rating": 9,

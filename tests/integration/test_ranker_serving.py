@@ -26,6 +26,7 @@ from jobs.train_ranker import TrainSummary, train_ranker
 from llmrec.catalogue import build_catalogue
 from llmrec.data_source import SAMPLE_DIR
 from llmrec.events.schema import EventType
+from llmrec.item_ids import item_key
 from llmrec.preference_state import PreferenceState
 from llmrec.settings import ApiSettings, PostgresSettings, Settings
 from llmrec.store import LedgerEntry, migrate
@@ -140,6 +141,6 @@ async def test_online_scores_equal_the_offline_model(served: Served) -> None:
         offline[data.matrix()[u] > 0] = -np.inf  # seen items are excluded online
         order = np.argsort(-offline, kind="stable")[:10]
         expected = [data.item_ids[i] for i in order]
-        got = [item.item_id for item in answer.items]
+        got = [item_key(item.item_id) for item in answer.items]  # the trained data holds keys
         assert got == expected, user
         np.testing.assert_allclose([i.score for i in answer.items], offline[order], rtol=1e-4, atol=1e-4)

@@ -36,7 +36,7 @@ def test_two_workers_in_one_group_reach_the_state_one_worker_reaches(
     one, two = snapshots
 
     # Both members held partitions, and each applied some of the events (none applied by both: the sum).
-    partitions = len(settings.kafka.event_topics) * settings.kafka.partitions
+    partitions = len(settings.kafka.consumed_topics) * settings.kafka.partitions
     assert runs[1]["partitions_per_worker"][0] and runs[1]["partitions_per_worker"][1]
     assert sum(runs[1]["partitions_per_worker"]) == partitions
     assert all(applied > 0 for applied in runs[1]["applied_by_worker"])

@@ -22,12 +22,13 @@ from llmrec.events.producer import EventProducer
 from llmrec.events.schema import RatingEvent, ReviewEvent, WatchEvent, WatchStatus
 from llmrec.events.topics import ensure_system_topics
 from llmrec.events.validation import AnyEvent
+from llmrec.item_ids import mal_item_id
 from llmrec.settings import Settings, TritonSettings
 from tests.integration.workers import WorkerProcess, build_index, caught_up, running_worker, wait_until
 
 pytestmark = pytest.mark.integration
 
-ITEM_IDS = [1, 5, 6, 7, 20, 30, 5114, 9253, 1535, 11061]
+ITEM_IDS = [mal_item_id(i) for i in (1, 5, 6, 7, 20, 30, 5114, 9253, 1535, 11061)]
 DIM = 16
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -121,14 +122,14 @@ def malformed(settings: Settings, prefix: str) -> list[tuple[str, bytes, str]]:
         "event_type": "rating",
         "event_id": f"{prefix}bad",
         "user_id": f"{prefix}u",
-        "item_id": 1,
+        "item_id": "mal:1",
         "event_time": "2025-01-01T00:00:00Z",
         "rating": 5,
     }
     return [
         (k.ratings_topic, b"{this is not json", "invalid_json"),
         (k.ratings_topic, json.dumps({**rating, "rating": 42}).encode(), "schema_violation"),
-        (k.ratings_topic, json.dumps({**rating, "item_id": 424242}).encode(), "unknown_item"),
+        (k.ratings_topic, json.dumps({**rating, "item_id": "mal:424242"}).encode(), "unknown_item"),
         (k.watch_topic, json.dumps(rating).encode(), "wrong_topic"),
         (k.watch_topic, b"\xff\xfe", "invalid_utf8"),
     ]
@@ -253,7 +254,11 @@ def test_worker_scores_reviews_with_triton_and_dead_letters_texts_it_rejects(
     ]
     # Passes validation, but nothing is left once the encoder drops control characters.
     rejected = ReviewEvent(
-        event_id=f"{prefix}blank", user_id=f"{prefix}user0", item_id=1, event_time=T0, text="\x7f\x80\x9f"
+        event_id=f"{prefix}blank",
+        user_id=f"{prefix}user0",
+        item_id="mal:1",
+        event_time=T0,
+        text="\x7f\x80\x9f",
     )
 
     with running_worker(settings, "review-worker") as worker:

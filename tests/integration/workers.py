@@ -24,6 +24,7 @@ from deploy.worker import WorkerProcess
 from llmrec.events.lag import consumer_lag
 from llmrec.events.producer import producer_config
 from llmrec.events.topics import client_config
+from llmrec.item_ids import item_keys
 from llmrec.settings import Settings
 from ranker.retrieval import ItemIndex
 
@@ -40,10 +41,10 @@ __all__ = [
 ]
 
 
-def build_index(settings: Settings, item_ids: Sequence[int], dim: int = 16, seed: int = 3) -> None:
+def build_index(settings: Settings, item_ids: Sequence[str], dim: int = 16, seed: int = 3) -> None:
     """Publish an item index of random vectors for exactly these items (the worker's "known items")."""
     vectors = np.random.default_rng(seed).standard_normal((len(item_ids), dim)).astype(np.float32)
-    ItemIndex.build(list(item_ids), vectors).save(settings.index_dir)
+    ItemIndex.build(item_keys(item_ids), vectors).save(settings.index_dir)
 
 
 def running_worker(settings: Settings, name: str = "worker") -> AbstractContextManager[WorkerProcess]:
@@ -62,7 +63,7 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> No
 
 def caught_up(settings: Settings) -> bool:
     """True when the worker's group has committed every event topic up to its end."""
-    return not any(consumer_lag(settings.kafka, settings.kafka.event_topics).values())
+    return not any(consumer_lag(settings.kafka, settings.kafka.consumed_topics).values())
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import pytest
 from bench import serving
 from bench.report import headline, markdown
 from llmrec.catalogue import Catalogue, Item
+from llmrec.item_ids import item_key, item_keys, mal_item_id
 
 
 def test_growth_exponent_names_the_shape() -> None:
@@ -27,11 +28,17 @@ def test_catalogue_copies_keep_genres_and_popularity_under_new_ids() -> None:
     items = [
         Item(item_id=i, title=f"T{i}", genres=("Drama",) if i % 2 else ("Action",), members=i) for i in (5, 8)
     ]
-    base = serving.Base(np.array([5, 8]), Catalogue.from_items(items), Path("nowhere.npy"), "x")
-    ids, catalogue = serving.catalogue_for(base, 5)
-    assert ids.tolist() == [5, 8, 5 + serving.ID_STRIDE, 8 + serving.ID_STRIDE, 5 + 2 * serving.ID_STRIDE]
+    base = serving.Base(
+        item_keys(["mal:5", "mal:8"]), np.array([5, 8]), Catalogue.from_items(items), Path("nowhere.npy"), "x"
+    )
+    keys, catalogue = serving.catalogue_for(base, 5)
+    native = [5, 8, 5 + serving.ID_STRIDE, 8 + serving.ID_STRIDE, 5 + 2 * serving.ID_STRIDE]
+    # The index gets the copies' keys, row for row; the catalogue knows them by their (new) MAL ids.
+    assert keys.tolist() == [item_key(mal_item_id(i)) for i in native]
+    assert sorted(catalogue.item_ids) == native
     copy = catalogue[8 + serving.ID_STRIDE]
     assert (copy.title, copy.genres, copy.members) == ("T8 #1", ("Action",), 8)
+    assert copy.key == keys[3]
 
 
 def _point(p99: float, qps: float, rss: float) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from llmrec.events.schema import (
     WatchStatus,
 )
 from llmrec.events.validation import encode_event, parse_event
+from llmrec.item_ids import MAL_NAMESPACE, native_id
 from llmrec.settings import Settings
 
 GENRE_HEADER = ";title;link;genres;themes;synopsis;members;episodes;type"
@@ -157,13 +158,13 @@ def test_reviews(data_dir: Path) -> None:
     by_user = {e.user_id: e for e in reviews}
     assert set(by_user) == {"mal:navieh", "mal:fatmacman", "mal:_Redo_"}
     zero = by_user["mal:navieh"]
-    assert zero.item_id == 11319 and zero.rating == 9.0 and zero.tag is ReviewTag.RECOMMENDED
+    assert zero.item_id == "mal:11319" and zero.rating == 9.0 and zero.tag is ReviewTag.RECOMMENDED
     assert zero.text.startswith("Hmm, this season") and zero.source == REVIEWS
     assert REVIEW_WINDOW[0] <= zero.event_time < REVIEW_WINDOW[1]
     assert (
         by_user["mal:fatmacman"].tag is ReviewTag.NOT_RECOMMENDED and by_user["mal:fatmacman"].rating == 1.0
     )
-    assert by_user["mal:_Redo_"].item_id == 2167
+    assert by_user["mal:_Redo_"].item_id == "mal:2167"
     skipped = replay.summary.skipped
     assert skipped[(REVIEWS, SkipReason.NOT_IN_CATALOGUE)] == 2  # Mahou Gakuen Lunar, Reflect
     assert skipped[(REVIEWS, SkipReason.UNKNOWN_TITLE)] == 1
@@ -192,10 +193,10 @@ def test_watchlists(data_dir: Path) -> None:
     assert WATCHLIST_WINDOW[0] <= watch.event_time < WATCHLIST_WINDOW[1]
     mega = [e for e in events if e.user_id == "mal:megaman_6"]
     assert sorted((e.event_type.value, e.item_id) for e in mega) == [
-        ("rating", 2167),
-        ("watch", 2167),
-        ("watch", 6682),
-        ("watch", 52034),
+        ("rating", "mal:2167"),
+        ("watch", "mal:2167"),
+        ("watch", "mal:52034"),  # string order
+        ("watch", "mal:6682"),
     ]
     summary = replay.summary
     assert summary.notes[(WATCHLISTS, "unscored")] == 2
@@ -205,8 +206,13 @@ def test_watchlists(data_dir: Path) -> None:
 
 def test_azathoth_statuses_scores_and_real_times(data_dir: Path) -> None:
     replay = collect_events(data_dir, sources=[AZATHOTH_LISTS])
-    watches = {e.item_id: e for e in replay.events if isinstance(e, WatchEvent)}
-    ratings = {e.item_id: e for e in replay.events if isinstance(e, RatingEvent)}
+    # By MAL anime id: the events name items "mal:<anime id>".
+    watches = {
+        int(native_id(MAL_NAMESPACE, e.item_id)): e for e in replay.events if isinstance(e, WatchEvent)
+    }
+    ratings = {
+        int(native_id(MAL_NAMESPACE, e.item_id)): e for e in replay.events if isinstance(e, RatingEvent)
+    }
     assert {i: w.status for i, w in watches.items()} == {
         21: WatchStatus.WATCHING,
         59: WatchStatus.COMPLETED,
@@ -259,7 +265,7 @@ def test_unknown_source_is_rejected(data_dir: Path) -> None:
 def test_catalogue_filter_can_be_narrowed(data_dir: Path) -> None:
     small = build_catalogue(data_dir).subset([2167])
     events = list(replay_events(data_dir, catalogue=small))
-    assert {e.item_id for e in events} == {2167}
+    assert {e.item_id for e in events} == {"mal:2167"}
 
 
 def test_resolve_data_source(data_dir: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from llmrec.events.validation import RejectReason
 RATING = {
     "event_id": "e1",
     "user_id": "mal:navieh",
-    "item_id": 11319,
+    "item_id": "mal:11319",
     "event_time": "2023-01-02T03:04:05Z",
     "event_type": "rating",
     "rating": 9,
@@ -23,7 +23,7 @@ RATING = {
 REVIEW = {
     "event_id": "e2",
     "user_id": "mal:navieh",
-    "item_id": 11319,
+    "item_id": "mal:11319",
     "event_time": "2023-01-02T03:04:06Z",
     "event_type": "review",
     "text": "Really successful as a comedy :)",
@@ -55,6 +55,7 @@ def test_jsonl_valid_and_invalid_lines(tmp_path: Path) -> None:
     assert [r.line_no for r in records] == [1, 3, 4, 5, 6, 7]
     assert [r.ok for r in records] == [True, False, False, False, True, False]
     assert isinstance(records[0].event, RatingEvent) and records[0].event.rating == 9.0
+    assert records[0].event.item_id == "mal:11319"
     assert isinstance(records[4].event, ReviewEvent)
     reasons = [r.error.reason for r in records if r.error is not None]
     assert reasons == [
@@ -77,18 +78,19 @@ def test_csv_mixed_types_empty_cells_and_multiline_text(tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
     path.write_text(
         "event_type,event_id,user_id,item_id,event_time,rating,text,tag,status,episodes_watched,total_episodes\n"
-        "rating,r1,mal:i7Core,2167,2023-01-01T00:00:00Z,10,,,,,\n"
-        "review,v1,mal:_Redo_,2167,2023-01-01T00:00:01+00:00,8,"
+        "rating,r1,mal:i7Core,mal:2167,2023-01-01T00:00:00Z,10,,,,,\n"
+        "review,v1,mal:_Redo_,mal:2167,2023-01-01T00:00:01+00:00,8,"
         '"Quiet and warm.\nSecond line.",recommended,,,\n'
-        "watch,w1,mal:karthiga,21,2013-03-03T10:52:53Z,,,,watching,586,\n"
-        "watch,w2,mal:karthiga,59,2013-03-10T13:54:51Z,,,,finished,26,26\n"
-        "rating,r2,mal:i7Core,2167,2023-01-01T00:00:00,7,,,,,\n"  # no timezone
-        "rating,r3,mal:i7Core,2167,2023-01-01T00:00:00Z,7,,,,,,extra\n",
+        "watch,w1,mal:karthiga,mal:21,2013-03-03T10:52:53Z,,,,watching,586,\n"
+        "watch,w2,mal:karthiga,mal:59,2013-03-10T13:54:51Z,,,,finished,26,26\n"
+        "rating,r2,mal:i7Core,mal:2167,2023-01-01T00:00:00,7,,,,,\n"  # no timezone
+        "rating,r3,mal:i7Core,mal:2167,2023-01-01T00:00:00Z,7,,,,,,extra\n",
         encoding="utf-8",
     )
     records = list(read_event_file(path))
     assert [r.line_no for r in records] == [2, 3, 5, 6, 7, 8]
     assert [r.ok for r in records] == [True, True, True, False, False, False]
+    assert [r.event.item_id for r in records[:3] if r.event is not None] == ["mal:2167", "mal:2167", "mal:21"]
     review = records[1].event
     assert (
         isinstance(review, ReviewEvent)

@@ -19,7 +19,7 @@ from llmrec.events.schema import (
 )
 from llmrec.events.validation import InvalidEvent, RejectReason, encode_event, parse_event
 
-BASE = {"event_id": "e-1", "user_id": "alice", "item_id": 5114, "event_time": "2024-03-01T12:00:00Z"}
+BASE = {"event_id": "e-1", "user_id": "alice", "item_id": "mal:5114", "event_time": "2024-03-01T12:00:00Z"}
 
 
 def raw(**fields: object) -> bytes:
@@ -61,8 +61,14 @@ def test_event_time_is_normalised_to_utc() -> None:
         (raw(event_type="rating", rating="nine"), RejectReason.SCHEMA_VIOLATION),
         (raw(event_type="rating"), RejectReason.SCHEMA_VIOLATION),
         (raw(event_type="rating", rating=5, colour="blue"), RejectReason.SCHEMA_VIOLATION),
+        (raw(event_type="rating", rating=5, item_id=5114), RejectReason.SCHEMA_VIOLATION),
         (raw(event_type="rating", rating=5, item_id=-3), RejectReason.SCHEMA_VIOLATION),
+        (raw(event_type="rating", rating=5, item_id=5114.0), RejectReason.SCHEMA_VIOLATION),
         (raw(event_type="rating", rating=5, item_id=True), RejectReason.SCHEMA_VIOLATION),
+        (raw(event_type="rating", rating=5, item_id=""), RejectReason.SCHEMA_VIOLATION),
+        (raw(event_type="rating", rating=5, item_id=" mal:5114"), RejectReason.SCHEMA_VIOLATION),
+        (raw(event_type="rating", rating=5, item_id="mal:5114\n"), RejectReason.SCHEMA_VIOLATION),
+        (raw(event_type="rating", rating=5, item_id="x" * 257), RejectReason.SCHEMA_VIOLATION),
         (raw(event_type="rating", rating=5, user_id=""), RejectReason.SCHEMA_VIOLATION),
         (
             raw(event_type="rating", rating=5, event_time="1969-12-31T00:00:00Z"),
@@ -97,6 +103,21 @@ def test_rejection_detail_names_the_field() -> None:
     with pytest.raises(InvalidEvent) as caught:
         parse_event(raw(event_type="rating", rating=42))
     assert "rating" in caught.value.detail
+
+
+def test_a_numeric_item_id_is_refused_and_the_detail_asks_for_the_string_id() -> None:
+    """5114 is not guessed into "mal:5114": the producer is told to send the catalogue's string id."""
+    with pytest.raises(InvalidEvent) as caught:
+        parse_event(raw(event_type="rating", rating=5, item_id=5114))
+    assert caught.value.reason is RejectReason.SCHEMA_VIOLATION
+    assert "item_id" in caught.value.detail and "string id" in caught.value.detail
+    assert "'mal:5114'" in caught.value.detail
+
+
+@pytest.mark.parametrize("item_id", ["mal:5114", "ml:1", "sku-123", "Café crème 250 g", "x" * 256])
+def test_any_catalogue_string_id_is_an_item_id(item_id: str) -> None:
+    event = parse_event(raw(event_type="rating", rating=5, item_id=item_id))
+    assert event.item_id == item_id
 
 
 def test_published_json_schemas_match_the_models() -> None:

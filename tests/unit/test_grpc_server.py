@@ -41,12 +41,18 @@ T0 = datetime(2024, 5, 1, tzinfo=UTC)
 GENRES = [("Action",), ("Drama",), ("Comedy", "Drama")]
 ITEMS = [Item(item_id=i, title=f"Show {i}", genres=GENRES[i % 3], members=10 * i) for i in range(1, 31)]
 VECTORS = genre_embeddings([it.genres for it in ITEMS], dim=16, seed=3)
+VECTOR_BY_KEY = {it.key: VECTORS[row] for row, it in enumerate(ITEMS)}  # the ledger holds keys
 SETTINGS = Settings(api=ApiSettings(port=0, metrics_port=0, max_k=20, grace_period_s=1.0))
 
 
 def snapshot(ranker: Any = None, items: list[Item] = ITEMS) -> Snapshot:
     rows = [ITEMS.index(it) for it in items]
-    return Snapshot(ItemIndex.build([it.item_id for it in items], VECTORS[rows]), items, ranker)
+    return Snapshot(ItemIndex.build([it.key for it in items], VECTORS[rows]), items, ranker)
+
+
+def key(anime_id: int) -> int:
+    """The key the ledger stores for the MAL title ``anime_id`` (``ITEMS[anime_id - 1]``)."""
+    return ITEMS[anime_id - 1].key
 
 
 @dataclass
@@ -76,8 +82,8 @@ async def api() -> AsyncIterator[Running]:
     add_user(
         store,
         "u1",
-        [Interaction(i, 0.4, T0 + timedelta(hours=i), rating=9.0) for i in (3, 6, 9)],  # Action titles
-        {it.item_id: VECTORS[row] for row, it in enumerate(ITEMS)},
+        [Interaction(key(i), 0.4, T0 + timedelta(hours=i), rating=9.0) for i in (3, 6, 9)],  # Action titles
+        VECTOR_BY_KEY,
     )
     running = await start(store, lambda _: snapshot())
     await running.server.wait_ready(10)
@@ -90,18 +96,20 @@ async def test_recommend_over_the_wire(api: Running) -> None:
     answer = await api.call(api.client.recommend, "u1", k=4)
     assert answer.strategy == "personalized" and answer.user_id == "u1"
     assert len(answer.items) == 4 and all(i.genres == ("Action",) for i in answer.items)
-    assert not {3, 6, 9} & {i.item_id for i in answer.items}
+    assert not {"mal:3", "mal:6", "mal:9"} & {i.item_id for i in answer.items}
     assert answer.items[0].reason.endswith("which you rated 9")
     assert answer.model_version == api.server.service.snapshot.version  # type: ignore[union-attr]
 
     cold = await api.call(api.client.recommend, "new-user", k=2, include_genres=["drama"])
-    assert cold.strategy == "cold_start" and [i.item_id for i in cold.items] == [29, 28]
+    assert cold.strategy == "cold_start" and [i.item_id for i in cold.items] == ["mal:29", "mal:28"]
     assert cold.items[0].reason == "popular with Drama fans"
 
 
 async def test_similar_items_and_profile_over_the_wire(api: Running) -> None:
-    similar = await api.call(api.client.similar_items, 3, k=3)
-    assert similar.item_id == 3 and len(similar.items) == 3 and similar.model_version
+    similar = await api.call(api.client.similar_items, "mal:3", k=3)
+    assert similar.item_id == "mal:3" and len(similar.items) == 3 and similar.model_version
+    assert "mal:3" not in {i.item_id for i in similar.items}
+    assert all(i.item_id.startswith("mal:") and i.genres == ("Action",) for i in similar.items)
     profile = await api.call(api.client.user_profile, "u1")
     assert profile.ratings == 3 and profile.top_genres[0].genre == "Action"
     assert profile.last_event_time == T0 + timedelta(hours=9)
@@ -114,7 +122,8 @@ async def test_similar_items_and_profile_over_the_wire(api: Running) -> None:
         (lambda c: c.recommend("u1", k=1000), InvalidRequest),
         (lambda c: c.recommend("bad id"), InvalidRequest),
         (lambda c: c.recommend("u1", include_genres=["Mecha"]), InvalidRequest),
-        (lambda c: c.similar_items(424242), NotFound),
+        (lambda c: c.similar_items("mal:424242"), NotFound),
+        (lambda c: c.similar_items("mal:3\n"), InvalidRequest),
         (lambda c: c.user_profile("stranger"), NotFound),
     ],
 )
@@ -133,8 +142,13 @@ async def test_status_codes_on_the_wire(api: Running) -> None:
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert info.value.details() == "k must be between 1 and 20 (0 means 10)"
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.SimilarItems(recommender_pb2.SimilarItemsRequest(item_id=424242), timeout=2)
+            await stub.SimilarItems(recommender_pb2.SimilarItemsRequest(item_id="mal:424242"), timeout=2)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "'mal:424242'" in (info.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.SimilarItems(recommender_pb2.SimilarItemsRequest(item_id="mal:3\nmal:4"), timeout=2)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "item_id" in (info.value.details() or "")
         api.store.delay_s = 3.0
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.GetUserProfile(recommender_pb2.GetUserProfileRequest(user_id="u1"), timeout=0.2)
@@ -163,9 +177,7 @@ async def test_bugs_are_internal_without_details() -> None:
             raise RuntimeError("secret internals /etc/passwd")
 
     store = FakeStore()
-    add_user(
-        store, "u1", [Interaction(3, 0.4, T0, 9.0)], {it.item_id: VECTORS[r] for r, it in enumerate(ITEMS)}
-    )
+    add_user(store, "u1", [Interaction(key(3), 0.4, T0, 9.0)], VECTOR_BY_KEY)
     running = await start(store, lambda _: snapshot(Broken()))
     await running.server.wait_ready(10)
     try:
@@ -238,7 +250,7 @@ async def test_reload_swaps_the_index(api: Running) -> None:
     version = await api.server.reload()
     answer = await api.call(api.client.recommend, "new-user", k=1)
     assert answer.model_version == version != before
-    assert answer.items[0].item_id == 5
+    assert answer.items[0].item_id == "mal:5"
 
 
 async def test_reflection_lists_the_services(api: Running) -> None:

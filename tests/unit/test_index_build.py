@@ -11,6 +11,7 @@ import pytest
 from jobs.build_index import build_index, choose_kind, embed_texts
 from llmrec.artifacts import CATALOGUE_FILE, load_item_vectors
 from llmrec.catalogue import Catalogue, Item
+from llmrec.item_ids import item_key
 from llmrec.settings import Settings
 from ranker.retrieval import load_artifacts
 
@@ -47,13 +48,17 @@ def test_build_publishes_index_and_catalogue_together(settings: Settings) -> Non
 
     index, catalogue = load_artifacts(settings.index_dir)
     assert index.version == summary.version and index.meta.encoder_model == "fake"
-    assert list(index.item_ids) == list(catalogue.item_ids) == list(CATALOGUE.item_ids)
+    # The index holds the items' keys, row for row with the published catalogue's (MAL) ids.
+    assert list(catalogue.item_ids) == list(CATALOGUE.item_ids)
+    assert (
+        index.item_ids.tolist() == list(CATALOGUE.keys) == [item_key(f"mal:{i}") for i in CATALOGUE.item_ids]
+    )
     assert (settings.index_dir / CATALOGUE_FILE).is_file()
     # Row i is the embedding of the catalogue's i-th text.
     expected = encoder(CATALOGUE.texts_for_embedding()[:1])[0]
-    np.testing.assert_allclose(index.vector(10), expected, atol=1e-6)
+    np.testing.assert_allclose(index.vector(item_key("mal:10")), expected, atol=1e-6)
     ids, vectors = load_item_vectors(settings.index_dir)  # what the worker reads
-    assert ids.tolist() == list(CATALOGUE.item_ids) and vectors.shape == (40, 12)
+    assert ids.tolist() == list(CATALOGUE.keys) and vectors.shape == (40, 12)
 
 
 def test_embedding_is_chunked(settings: Settings) -> None:

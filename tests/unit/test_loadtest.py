@@ -75,21 +75,21 @@ def test_user_sources(tmp_path: Path) -> None:
 @pytest.fixture
 async def target() -> AsyncIterator[str]:
     store = FakeStore()
-    vectors = {it.item_id: VECTORS[row] for row, it in enumerate(ITEMS)}
-    add_user(
-        store, "fan", [Interaction(i, 0.4, T0 + timedelta(hours=i), rating=9.0) for i in (2, 4)], vectors
-    )
+    vectors = {it.key: VECTORS[row] for row, it in enumerate(ITEMS)}  # the ledger and the index hold keys
+    fan = [Interaction(ITEMS[i - 1].key, 0.4, T0 + timedelta(hours=i), rating=9.0) for i in (2, 4)]
+    add_user(store, "fan", fan, vectors)
 
     async def factory(_: Settings) -> FakeStore:
         return store
 
     def loader(_: Settings) -> Snapshot:
-        return Snapshot(ItemIndex.build([it.item_id for it in ITEMS], VECTORS), ITEMS)
+        return Snapshot(ItemIndex.build([it.key for it in ITEMS], VECTORS), ITEMS)
 
     settings = Settings(api=ApiSettings(port=0, metrics_port=0, grace_period_s=0.5))
     server = ApiServer(settings, store_factory=factory, snapshot_loader=loader)
     port = await server.start()
     await server.wait_ready(10)
+    assert server.service.snapshot.servable.all()  # type: ignore[union-attr]  # every row has an answer id
     yield f"127.0.0.1:{port}"
     await server.stop(0.5)
 

@@ -93,13 +93,13 @@ def test_sentiment_is_centred_and_clipped() -> None:
 def test_watching_is_never_negative_evidence() -> None:
     for status in WatchStatus:
         event = WatchEvent(
-            event_id="w", user_id="u", item_id=1, event_time=T, status=status, episodes_watched=0
+            event_id="w", user_id="u", item_id="mal:1", event_time=T, status=status, episodes_watched=0
         )
         assert watch_signal(event, W) >= 0.0
     done = WatchEvent(
         event_id="w",
         user_id="u",
-        item_id=1,
+        item_id="mal:1",
         event_time=T,
         status=WatchStatus.COMPLETED,
         episodes_watched=12,
@@ -109,11 +109,11 @@ def test_watching_is_never_negative_evidence() -> None:
 
 
 def test_a_review_adds_its_sentiment_to_its_optional_rating() -> None:
-    review = ReviewEvent(event_id="r", user_id="u", item_id=1, event_time=T, text="great", rating=10)
+    review = ReviewEvent(event_id="r", user_id="u", item_id="mal:1", event_time=T, text="great", rating=10)
     assert event_strength(review, W, sentiment=1.0) == pytest.approx(0.7)
     with pytest.raises(ValueError):
         event_strength(review, W)
-    rating = RatingEvent(event_id="x", user_id="u", item_id=1, event_time=T, rating=1)
+    rating = RatingEvent(event_id="x", user_id="u", item_id="mal:1", event_time=T, rating=1)
     assert event_strength(rating, W) == pytest.approx(-0.4)
 
 

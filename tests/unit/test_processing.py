@@ -15,6 +15,7 @@ import pytest
 
 from encoder_triton.client import EncodeResult, EncoderRejected, EncoderUnavailable
 from llmrec.events.schema import EventType
+from llmrec.item_ids import item_key, item_keys
 from llmrec.preference_state import PreferenceState
 from llmrec.settings import KafkaSettings, PreferenceSettings
 from llmrec.store.fake import FakeStore
@@ -35,7 +36,9 @@ from stream.retry import Backoff
 KAFKA = KafkaSettings()
 RATINGS, REVIEWS, WATCH = KAFKA.ratings_topic, KAFKA.reviews_topic, KAFKA.watch_topic
 DIM = 4
-ITEMS = ArrayItemVectors([5114, 9253, 1535], np.eye(3, DIM, dtype=np.float32))
+RATED, REVIEWED, WATCHED = "mal:5114", "mal:9253", "mal:1535"  # the events' (catalogue) item ids
+KEY = {item_id: item_key(item_id) for item_id in (RATED, REVIEWED, WATCHED)}  # what vectors and ledger hold
+ITEMS = ArrayItemVectors(item_keys([RATED, REVIEWED, WATCHED]), np.eye(3, DIM, dtype=np.float32))
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -115,7 +118,7 @@ def msg(topic: str, value: bytes | dict[str, Any] | None, key: bytes | None = b"
     return RawMessage(topic=topic, partition=2, offset=next(_offsets), key=key, value=raw)
 
 
-def rating(event_id: str, item_id: int = 5114, score: float = 9, user: str = "alice") -> dict[str, Any]:
+def rating(event_id: str, item_id: str = RATED, score: float = 9, user: str = "alice") -> dict[str, Any]:
     return {
         "event_type": "rating",
         "event_id": event_id,
@@ -126,7 +129,7 @@ def rating(event_id: str, item_id: int = 5114, score: float = 9, user: str = "al
     }
 
 
-def review(event_id: str, text: str, item_id: int = 9253) -> dict[str, Any]:
+def review(event_id: str, text: str, item_id: str = REVIEWED) -> dict[str, Any]:
     return {
         "event_type": "review",
         "event_id": event_id,
@@ -142,7 +145,7 @@ def watch(event_id: str, status: str = "completed") -> dict[str, Any]:
         "event_type": "watch",
         "event_id": event_id,
         "user_id": "alice",
-        "item_id": 1535,
+        "item_id": WATCHED,
         "event_time": "2025-06-03T12:00:00Z",
         "status": status,
         "episodes_watched": 12,
@@ -170,6 +173,8 @@ async def test_valid_events_are_applied_with_their_signal_strength() -> None:
     assert ledger["w1"].episodes_watched == 12
     assert (ledger["r1"].source_topic, ledger["r1"].source_partition) == (RATINGS, 2)
     assert ledger["r1"].event_type is EventType.RATING
+    # The ledger holds the items' keys, not the events' string ids.
+    assert [ledger[e].item_id for e in ("r1", "v1", "w1")] == [KEY[RATED], KEY[REVIEWED], KEY[WATCHED]]
     profile = h.store.profiles["alice"].state
     assert profile.vector_sum.shape == (DIM,)
     assert profile.vector_sum[0] > 0 and profile.vector_sum[1] > 0 and profile.vector_sum[2] > 0
@@ -194,7 +199,8 @@ async def test_invalid_events_are_dead_lettered_with_a_reason_and_their_origin()
         msg(RATINGS, b'{"event_type": "rating", "rating": NaN}'),
         msg(RATINGS, review("x1", "wrong topic")),
         msg(RATINGS, {**rating("x2"), "rating": 11}),
-        msg(RATINGS, rating("x3", item_id=999_999)),
+        msg(RATINGS, rating("x3", item_id="mal:999999")),
+        msg(RATINGS, {**rating("x4"), "item_id": 5114}),  # the MAL id without its namespace
         msg(RATINGS, b"[1, 2]"),
         msg(RATINGS, {"event_type": "like"}),
     ]
@@ -202,7 +208,10 @@ async def test_invalid_events_are_dead_lettered_with_a_reason_and_their_origin()
     result = await h.processor().process([*bad, good])
 
     assert (result.applied, result.dead_lettered) == (1, len(bad))
-    records = h.sink.records()
+    # One letter per bad message, found by its offset (an unknown item's letter is written after the
+    # others: it may wait for the item to arrive first).
+    by_offset = {r["offset"]: r for r in h.sink.records()}
+    records = [by_offset[m.offset] for m in bad]
     assert [r["reason"] for r in records] == [
         "invalid_json",
         "empty_message",
@@ -211,6 +220,7 @@ async def test_invalid_events_are_dead_lettered_with_a_reason_and_their_origin()
         "wrong_topic",
         "schema_violation",
         "unknown_item",
+        "schema_violation",
         "not_an_object",
         "unknown_event_type",
     ]
@@ -228,7 +238,8 @@ async def test_invalid_events_are_dead_lettered_with_a_reason_and_their_origin()
     assert base64.b64decode(undecodable["payload_base64"]) == b"\xff\xfe rating"
     assert "\ufffd" in undecodable["payload"]
     assert records[1]["payload"] == "" and records[1]["payload_base64"] == ""
-    assert "999999" in records[6]["detail"]
+    assert "'mal:999999'" in records[6]["detail"]
+    assert "string id" in records[7]["detail"]
     assert set(h.store.ledger) == {"ok"}
 
 
@@ -246,7 +257,7 @@ async def test_a_message_without_value_or_key_is_dead_lettered() -> None:
 async def test_a_redelivered_batch_is_counted_as_duplicates_and_changes_nothing() -> None:
     h = Harness()
     processor = h.processor()
-    batch = [msg(RATINGS, rating("r1")), msg(RATINGS, rating("r2", item_id=9253))]
+    batch = [msg(RATINGS, rating("r1")), msg(RATINGS, rating("r2", item_id=REVIEWED))]
     await processor.process(batch)
     state = h.store.profiles["alice"].state
     again = await processor.process(batch)
@@ -341,9 +352,9 @@ def _entry(event_id: str, item_id: int, strength: float = 0.4, user: str = "u") 
 
 def test_the_updater_starts_new_users_empty_and_folds_existing_ones() -> None:
     updater = PreferenceUpdater(ITEMS, DecayPolicy())
-    states = updater({}, [_entry("a", 5114), _entry("b", 9253, user="v")])
+    states = updater({}, [_entry("a", KEY[RATED]), _entry("b", KEY[REVIEWED], user="v")])
     assert states["u"].vector_sum.tolist() == pytest.approx([0.4, 0, 0, 0])
-    again = updater(states, [_entry("c", 9253)])
+    again = updater(states, [_entry("c", KEY[REVIEWED])])
     assert again["u"].vector_sum.tolist() == pytest.approx([0.4, 0.4, 0, 0])
     assert again["u"].weight_sum == pytest.approx(0.8)
 
@@ -351,13 +362,13 @@ def test_the_updater_starts_new_users_empty_and_folds_existing_ones() -> None:
 def test_the_updater_restarts_a_profile_of_another_dimension() -> None:
     updater = PreferenceUpdater(ITEMS, DecayPolicy())
     stale = PreferenceState(vector_sum=np.ones(7, np.float32), weight_sum=3.0, ref_time_s=0.0)
-    states = updater({"u": stale}, [_entry("a", 5114)])
+    states = updater({"u": stale}, [_entry("a", KEY[RATED])])
     assert states["u"].vector_sum.shape == (DIM,) and states["u"].weight_sum == pytest.approx(0.4)
 
 
 def test_the_updater_gives_a_state_even_when_no_item_vector_is_left() -> None:
     updater = PreferenceUpdater(ITEMS, DecayPolicy())
-    states = updater({}, [_entry("a", 424242)])
+    states = updater({}, [_entry("a", item_key("mal:424242"))])
     assert states["u"].is_empty
 
 

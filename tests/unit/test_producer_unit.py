@@ -71,14 +71,14 @@ class FakeClient:
 
 def events() -> list[RatingEvent | ReviewEvent | WatchEvent]:
     return [
-        RatingEvent(event_id="r1", user_id="mal:i7Core", item_id=2167, event_time=WHEN, rating=10),
+        RatingEvent(event_id="r1", user_id="mal:i7Core", item_id="mal:2167", event_time=WHEN, rating=10),
         ReviewEvent(
-            event_id="v1", user_id="mal:_Redo_", item_id=2167, event_time=WHEN, text="Quiet and warm."
+            event_id="v1", user_id="mal:_Redo_", item_id="mal:2167", event_time=WHEN, text="Quiet and warm."
         ),
         WatchEvent(
             event_id="w1",
             user_id="mal:karthiga",
-            item_id=21,
+            item_id="mal:21",
             event_time=WHEN,
             status=WatchStatus.WATCHING,
             episodes_watched=586,

@@ -45,6 +45,7 @@ from llmrec.events.validation import (
     parse_event,
     parse_item_event,
 )
+from llmrec.item_ids import mal_item_id
 from llmrec.preference_state import PreferenceState
 from llmrec.settings import KafkaSettings
 from ranker.preferences import (
@@ -61,6 +62,7 @@ from stream.processing import MAX_DEAD_LETTER_BYTES, BatchProcessor, RawMessage,
 from tests.corpus.malformed_events import (
     ITEM_VECTOR_DIM,
     KNOWN_ITEM,
+    KNOWN_ITEM_KEY,
     MALFORMED_EVENTS,
     MALFORMED_ITEM_EVENTS,
     UNKNOWN_ITEM,
@@ -108,7 +110,9 @@ FIELDS = [
 # arbitrary dictionaries alone.
 field_values = (
     json_values
-    | st.sampled_from([*(t.value for t in EventType), *(s.value for s in WatchStatus), "recommended"])
+    | st.sampled_from(
+        [*(t.value for t in EventType), *(s.value for s in WatchStatus), "recommended", "mal:5114"]
+    )
     | st.datetimes(
         min_value=datetime(1, 1, 2),
         max_value=datetime(9999, 12, 30),
@@ -187,6 +191,10 @@ event_times = st.datetimes(
     min_value=datetime(1970, 1, 3), max_value=datetime(2025, 12, 31), timezones=st.just(UTC) | offsets
 )
 scores = st.floats(min_value=1.0, max_value=10.0, allow_nan=False)
+# The catalogue's string ids: "mal:5114", or any printable text without whitespace at either end.
+item_ids = st.integers(min_value=1, max_value=2**53).map(mal_item_id) | st.text(
+    st.characters(categories=["L", "M", "N", "P", "S", "Zs"]), min_size=1, max_size=256
+).filter(lambda s: not s[0].isspace() and not s[-1].isspace())
 review_texts = (
     st.text(
         st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from("\t\n\r"),
@@ -199,7 +207,7 @@ review_texts = (
 common = {
     "event_id": identifiers,
     "user_id": identifiers,
-    "item_id": st.integers(min_value=1, max_value=2**53),
+    "item_id": item_ids,
     "event_time": event_times,
     "source": st.none() | st.text(max_size=64),
 }
@@ -264,7 +272,7 @@ def test_a_dead_letter_always_fits_in_one_kafka_message(fill: bytes, size: int, 
         store=None,  # type: ignore[arg-type]  # not reached: nothing in the batch is valid
         encoder=None,  # type: ignore[arg-type]
         dead_letters=sink,
-        item_vectors=ArrayItemVectors([KNOWN_ITEM], np.ones((1, DIM), np.float32)),
+        item_vectors=ArrayItemVectors([KNOWN_ITEM_KEY], np.ones((1, DIM), np.float32)),
         topic_types=topic_event_types(kafka),
         weights=WEIGHTS,
         decay=DECAY,

@@ -18,7 +18,7 @@ from llmrec.settings import KafkaSettings, Settings
 RATING = {
     "event_id": "e1",
     "user_id": "mal:navieh",
-    "item_id": 11319,
+    "item_id": "mal:11319",
     "event_time": "2023-01-02T03:04:05Z",
     "event_type": "rating",
     "rating": 9,
@@ -26,7 +26,7 @@ RATING = {
 WATCH = {
     "event_id": "e2",
     "user_id": "mal:karthiga",
-    "item_id": 21,
+    "item_id": "mal:21",
     "event_time": "2013-03-03T10:52:53Z",
     "event_type": "watch",
     "status": "watching",
