@@ -34,7 +34,7 @@ from llmrec.events.schema import RatingEvent, ReviewEvent, UpsertItemEvent
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
 from llmrec.store.postgres import PostgresStore
-from ranker.model.serving import current_version
+from ranker.model.serving import current_version, is_outdated
 from ranker.retrieval import load_artifacts
 
 log = get_logger(__name__)
@@ -165,7 +165,7 @@ def _show_new_item(settings: Settings, client: RecommenderClient, anchor: Item) 
 def _ensure_ranker(settings: Settings) -> None:
     """Train and save the llmrec ranker unless a version is already current (the item index must exist)."""
     version = current_version(settings.ranker_dir)
-    if version is not None:
+    if version is not None and not is_outdated(settings.ranker_dir / version):
         console.print(f"trained ranker: version {version} (already saved)")
         return
     source = resolve_data_source(settings)

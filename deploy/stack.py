@@ -37,7 +37,7 @@ from deploy.process import ManagedProcess, ProcessError, pid_alive, spawn, stop_
 from deploy.triton import TritonServer
 from deploy.worker import start_worker
 from jobs.build_index import build_index_from_settings
-from llmrec.artifacts import index_exists
+from llmrec.artifacts import INDEX_FORMAT, index_exists, index_format
 from llmrec.events.topics import client_config, ensure_system_topics
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
@@ -157,8 +157,11 @@ def _triton_probe(settings: Settings) -> bool:
 def _ensure_index(settings: Settings) -> None:
     """Build the item index on first start (minutes on 2 cores for the full catalogue), reuse it after."""
     if index_exists(settings.index_dir):
-        return
-    log.info("index_missing_building", index_dir=str(settings.index_dir))
+        if index_format(settings.index_dir) == INDEX_FORMAT:
+            return
+        log.info("index_outdated_rebuilding", index_dir=str(settings.index_dir))
+    else:
+        log.info("index_missing_building", index_dir=str(settings.index_dir))
     build_index_from_settings(settings, progress=True)
 
 

@@ -37,13 +37,17 @@ def load_learned_ranker(settings: Settings, dim: int) -> LearnedRanker | None:
     """The trained ranker ``CURRENT`` under ``settings.ranker_dir``, or None (plain fusion) when none was
     trained or it does not fit this index; either way the choice is logged."""
     # Here, not at the top: torch is a heavy import that a server without a trained ranker never needs.
-    from ranker.model.serving import current_version, load_ranker
+    from ranker.model.serving import OutdatedRanker, current_version, load_ranker
 
     version = current_version(settings.ranker_dir)
     if version is None:
         log.info("no trained ranker; serving plain fusion", ranker_dir=str(settings.ranker_dir))
         return None
-    ranker = load_ranker(settings.ranker_dir / version)
+    try:
+        ranker = load_ranker(settings.ranker_dir / version)
+    except OutdatedRanker as exc:
+        log.warning("trained ranker outdated; serving plain fusion", error=str(exc))
+        return None
     if ranker.dim != dim:
         log.warning(
             "trained ranker does not match the index; serving plain fusion", dim=ranker.dim, index_dim=dim

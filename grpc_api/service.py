@@ -130,6 +130,10 @@ class Snapshot:
         self.learned_rows: IdArray = (
             index.rows(learned.universe_ids) if learned is not None else np.zeros(0, dtype=np.int64)
         )
+        # Index rows the trained ranker knows: a user none of whose items is among them (a user of
+        # another domain in the same catalogue, say) is answered by plain fusion instead.
+        self.in_learned_universe: BoolArray = np.zeros(len(index), dtype=np.bool_)
+        self.in_learned_universe[self.learned_rows[self.learned_rows >= 0]] = True
         by_key = {int(item.key): item for item in items}
         # The items this snapshot describes, by key (the live catalogue derives the next snapshot from it).
         self.items: dict[int, CatalogueItem] = by_key
@@ -306,7 +310,8 @@ class RecommendationService:
             items = self._cold_start(snap, allowed, k, include)
             return Recommendations(user_id, items, COLD_START, snap.version, POPULARITY)
 
-        if snap.learned is not None and profile is not None:
+        known = seen_rows[seen_rows >= 0]
+        if snap.learned is not None and profile is not None and snap.in_learned_universe[known].any():
             items = await self._learned_items(snap, snap.learned, query, profile, seen, seen_rows, allowed, k)
             return Recommendations(user_id, items, PERSONALIZED, snap.version, LEARNED)
 

@@ -3,7 +3,7 @@
 An item index folder (``settings.index_dir``, built by ``llmrec build-index``)::
 
     index.faiss          the FAISS index (row i is item_ids[i]); written and read by ``ranker.retrieval``
-    item_ids.npy         int64 [n]         item ids, row order
+    item_ids.npy         int64 [n]         item keys (``llmrec.item_ids``), row order
     embeddings.npy       float32 [n, dim]  L2-normalised item embeddings, row order (the worker reads these)
     meta.json            format, version, dim, count, kind, encoder model name, created time, parameters
     catalogue.jsonl.gz   the items' titles, genres and text, row for row with the index
@@ -17,6 +17,7 @@ version and a ``CURRENT`` file naming the one to serve; see ``ranker.model.servi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -37,6 +38,8 @@ IDS_FILE = "item_ids.npy"
 EMBEDDINGS_FILE = "embeddings.npy"
 META_FILE = "meta.json"
 CATALOGUE_FILE = "catalogue.jsonl.gz"
+# meta.json's "format": 2 since the ids are item keys; format 1 held MAL anime ids and must be rebuilt.
+INDEX_FORMAT = 2
 
 # Ranker folder and each of its versions.
 RANKER_CURRENT_FILE = "CURRENT"
@@ -61,8 +64,27 @@ def index_exists(index_dir: Path) -> bool:
     return (folder / META_FILE).is_file() and catalogue_path(folder).is_file()
 
 
+def index_format(index_dir: Path) -> int | None:
+    """The published index's format number (``INDEX_FORMAT`` is current), None when there is none."""
+    meta = index_dir.resolve() / META_FILE
+    if not meta.is_file():
+        return None
+    found = json.loads(meta.read_text(encoding="utf-8")).get("format")
+    return found if isinstance(found, int) else None
+
+
+def check_index_format(index_dir: Path) -> None:
+    """``IndexFormatError`` unless the published index is of the current format."""
+    found = index_format(index_dir)
+    if found != INDEX_FORMAT:
+        raise IndexFormatError(
+            f"{index_dir}: index format {found!r}, expected {INDEX_FORMAT}; rebuild it (`llmrec build-index`)"
+        )
+
+
 def load_item_vectors(folder: Path) -> tuple[IdArray, FloatArray]:
     """Just the ids and unit embeddings of a saved index (what the stream worker needs), without FAISS."""
+    check_index_format(folder)
     folder = folder.resolve()
     item_ids = np.load(folder / IDS_FILE, allow_pickle=False).astype(np.int64, copy=False)
     embeddings = np.load(folder / EMBEDDINGS_FILE, allow_pickle=False).astype(np.float32, copy=False)

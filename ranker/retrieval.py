@@ -47,6 +47,7 @@ from llmrec.artifacts import (
     EMBEDDINGS_FILE,
     IDS_FILE,
     INDEX_FILE,
+    INDEX_FORMAT,
     META_FILE,
     IndexFormatError,
     catalogue_path,
@@ -62,7 +63,7 @@ IdArray = npt.NDArray[np.int64]
 IndexKind = Literal["flat", "hnsw", "ivf"]
 INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = INDEX_FORMAT
 
 # HNSW: M=32 links per node and efConstruction=200 are FAISS's usual high-recall settings for 384-d text
 # embeddings; efSearch is raised to k per query when k is larger, since HNSW cannot return more than ef.

@@ -138,6 +138,7 @@ def save_ranker(model: LLMRec, universe_ids: Sequence[int], root: Path, trained_
         "model": model.name,
         "config": model.config.as_dict(),
         "features": list(FEATURES),
+        "universe_ids": UNIVERSE_IDS,
         "decay": {"alpha": model.decay.alpha, "unit_s": model.decay.unit_s},
         "dim": model.side_info.dim,
         "embeddings": model.side_info.source,
@@ -149,6 +150,15 @@ def save_ranker(model: LLMRec, universe_ids: Sequence[int], root: Path, trained_
     return folder
 
 
+# What the saved universe ids are: item keys (``llmrec.item_ids``). Rankers saved before catalogue ids held
+# MAL anime ids there and have no such entry.
+UNIVERSE_IDS = "item-keys"
+
+
+class OutdatedRanker(ValueError):
+    """A saved ranker whose format this code no longer serves; it must be trained again."""
+
+
 def current_version(root: Path) -> str | None:
     pointer = root / RANKER_CURRENT_FILE
     if not pointer.is_file():
@@ -157,8 +167,19 @@ def current_version(root: Path) -> str | None:
     return version or None
 
 
+def is_outdated(folder: Path) -> bool:
+    """Whether the saved ranker at ``folder`` is of a format ``load_ranker`` refuses (``OutdatedRanker``)."""
+    meta: dict[str, Any] = json.loads((folder / RANKER_META_FILE).read_text(encoding="utf-8"))
+    return meta.get("universe_ids") != UNIVERSE_IDS
+
+
 def load_ranker(folder: Path) -> LearnedRanker:
     meta: dict[str, Any] = json.loads((folder / RANKER_META_FILE).read_text(encoding="utf-8"))
+    if meta.get("universe_ids") != UNIVERSE_IDS:
+        raise OutdatedRanker(
+            f"ranker {folder.name} names its items by MAL anime id, from before catalogue ids; "
+            "train it again (`llmrec train-ranker`)"
+        )
     if tuple(meta["features"]) != FEATURES:
         raise ValueError(f"ranker {folder.name} was trained on features {meta['features']}, not {FEATURES}")
     config = LLMRecConfig.from_dict(meta["config"])

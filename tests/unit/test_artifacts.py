@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from llmrec.artifacts import align_rows, index_exists, vectors_for
+from llmrec.artifacts import (
+    INDEX_FORMAT,
+    IndexFormatError,
+    align_rows,
+    index_exists,
+    index_format,
+    load_item_vectors,
+    vectors_for,
+)
 from ranker.retrieval import ItemIndex
 
 
@@ -33,3 +42,17 @@ def test_vectors_for_reads_a_saved_index_folder(tmp_path: Path) -> None:
     assert vectors_for([7, 5], tmp_path).tolist() == [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
     # No catalogue beside the vectors: not a complete published index.
     assert not index_exists(tmp_path)
+
+
+def test_an_index_of_the_old_format_must_be_rebuilt(tmp_path: Path) -> None:
+    """Format 1 held MAL anime ids where format 2 holds item keys: reading one would key nothing."""
+    ItemIndex.build([1, 2], np.eye(2, dtype=np.float32)).save(tmp_path)
+    assert index_format(tmp_path) == INDEX_FORMAT
+    load_item_vectors(tmp_path)
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "format": 1}))
+    assert index_format(tmp_path) == 1
+    with pytest.raises(IndexFormatError, match="rebuild it"):
+        load_item_vectors(tmp_path)
+    with pytest.raises(IndexFormatError, match="unsupported index format 1"):
+        ItemIndex.load(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from ranker.model.profiles import (
     preference_vectors,
 )
 from ranker.model.recommender import VARIANTS, LLMRec, variant
-from ranker.model.serving import load_current, save_ranker
+from ranker.model.serving import OutdatedRanker, is_outdated, load_current, save_ranker
 from ranker.model.side_info import SideInformation
 from ranker.model.training import TrainingConfig, hold_back, sample_negatives
 from ranker.preferences import (
@@ -236,3 +237,16 @@ def test_tuned_values_from_json_become_enums() -> None:
     config = variant("llmrec", 1, fusion="early", profile="static", **{"training.lr": 0.01})
     assert config.fusion is Fusion.EARLY and config.profile is ProfileKind.STATIC
     assert config.training.lr == 0.01 and config.seed == 1
+
+
+def test_a_ranker_saved_before_catalogue_ids_is_refused_as_outdated(tmp_path: Path) -> None:
+    train, _ = synthetic()
+    folder = save_ranker(small().fit(train), list(range(100, 100 + train.shape[1])), tmp_path, {})
+    assert not is_outdated(folder)
+    meta_path = folder / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["universe_ids"]  # as a ranker saved with MAL anime ids has it
+    meta_path.write_text(json.dumps(meta))
+    assert is_outdated(folder)
+    with pytest.raises(OutdatedRanker, match="train it again"):
+        load_current(tmp_path)

@@ -387,3 +387,13 @@ async def test_each_answer_says_which_ranker_ordered_it(store: FakeStore) -> Non
     assert (answer.strategy, answer.ranker) == ("personalized", "learned")
     assert [i.item_id for i in answer.items] == mal(102, 101, 100)  # the highest MAL ids: the fake's scores
     assert (await service.recommend("nobody", k=3)).ranker == "popularity"
+
+
+async def test_a_user_whose_items_the_trained_ranker_never_saw_gets_plain_fusion(store: FakeStore) -> None:
+    """A catalogue may hold a second domain the ranker was not trained on: its users are answered by the
+    fusion path over the whole index rather than by a ranker that can only name its own items."""
+    trained_on = [it for it in ITEMS if it not in SCI_FI]  # the fan's items are all Sci-Fi
+    keys = [it.key for it in ITEMS]
+    snapshot = Snapshot(ItemIndex.build(keys, VECTORS), ITEMS, learned=_ScoresByItemId(trained_on))  # type: ignore[arg-type]
+    answer = await RecommendationService(store, snapshot).recommend("scifi-fan", k=3)
+    assert (answer.strategy, answer.ranker) == ("personalized", "fusion")
