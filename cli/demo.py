@@ -8,7 +8,9 @@
 4. Publish new events for one user and show the recommendations change as the worker applies them.
 5. Publish a brand-new title on the items topic and show it served by ``SimilarItems`` as soon as the
    worker has embedded and stored it (no index rebuild, no restart).
-6. Shut down what the demo started (unless ``--keep-running``).
+6. A second domain in the same stack: import the shipped MovieLens movies through the items topic, stream
+   their ratings, and show a movie fan's profile and recommendations and the movies like Toy Story.
+7. Shut down what the demo started (unless ``--keep-running``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
@@ -23,15 +26,19 @@ from rich.console import Console
 from cli.render import changed_recommendations_table, profile_table, recommendations_table, similar_table
 from deploy import stack
 from grpc_api.client import RecommenderClient
+from grpc_api.errors import NotFound
 from grpc_api.models import Recommendations
+from jobs.import_items import import_items, movielens_items
 from jobs.publishing import replay
 from jobs.train_ranker import train_ranker_from_settings
 from llmrec.catalogue import Catalogue, Item
-from llmrec.data_source import resolve_data_source
+from llmrec.data_source import SAMPLE_DIR, resolve_data_source
+from llmrec.datasets.movielens import movielens_rating_events
 from llmrec.events.lag import wait_until_consumed
 from llmrec.events.producer import EventProducer
 from llmrec.events.schema import RatingEvent, ReviewEvent, UpsertItemEvent
 from llmrec.logs import get_logger
+from llmrec.sample_data.movielens import FOLDER as MOVIELENS_FOLDER
 from llmrec.settings import Settings
 from llmrec.store.postgres import PostgresStore
 from ranker.model.serving import current_version, is_outdated
@@ -44,6 +51,7 @@ USERS_SHOWN = 3
 # MAL anime id of Steins;Gate, when it is in the catalogue; otherwise the most popular item.
 SIMILAR_TO = 9253
 NEW_ITEM_TIMEOUT_S = 60.0
+TOY_STORY = "ml:1"
 NEW_EVENTS_GENRE_CANDIDATES = ("Horror", "Sports", "Romance", "Mystery", "Slice of Life", "Comedy")
 
 
@@ -162,6 +170,42 @@ def _show_new_item(settings: Settings, client: RecommenderClient, anchor: Item) 
     similar_table(new.item_id, client.similar_items(new.item_id, k=5))
 
 
+def _show_second_domain(settings: Settings, client: RecommenderClient) -> None:
+    """The shipped MovieLens sample through the same topics: movies as item events (embedded by the
+    worker), ratings as rating events. The trained ranker knows only anime, so these users get plain
+    fusion over the whole catalogue."""
+    folder = SAMPLE_DIR / MOVIELENS_FOLDER
+    started = time.monotonic()
+    summary = import_items(settings, movielens_items(folder / "movies.csv"), label="MovieLens sample movies")
+    console.print(str(summary))
+    wait_until_consumed(settings.kafka, timeout_s=900.0)
+    console.print(
+        f"worker embedded and stored the movies {time.monotonic() - started:.1f} s after the import"
+    )
+    events = movielens_rating_events(folder / "ratings.csv")
+    with EventProducer(settings.kafka) as producer:
+        for event in events:
+            producer.publish(event)
+        producer.flush(60.0)
+    wait_until_consumed(settings.kafka, timeout_s=300.0)
+    counts = Counter(event.user_id for event in events)
+    fan = max(counts, key=lambda user: (counts[user], user))
+    console.print(f"published {len(events)} MovieLens ratings of {len(counts)} users")
+    deadline = time.monotonic() + NEW_ITEM_TIMEOUT_S
+    while True:  # the API serves the movies from its next catalogue poll
+        try:
+            similar = client.similar_items(TOY_STORY, k=8)
+            break
+        except NotFound:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    profile_table(client.user_profile(fan))
+    recommendations_table(client.recommend(fan, k=10))
+    console.print("Movies similar to Toy Story (1995):")
+    similar_table(TOY_STORY, similar)
+
+
 def _ensure_ranker(settings: Settings) -> None:
     """Train and save the llmrec ranker unless a version is already current (the item index must exist)."""
     version = current_version(settings.ranker_dir)
@@ -212,11 +256,14 @@ def run_demo(settings: Settings, keep_running: bool = False) -> int:
 
             console.rule("[bold]5. A brand-new title arrives on the items topic")
             _show_new_item(settings, client, anchor)
+
+            console.rule("[bold]6. A second domain: MovieLens movies and ratings")
+            _show_second_domain(settings, client)
         console.print(f"index: {len(catalogue)} items, version {index.version}")
         return 0
     finally:
         if keep_running:
             console.print("stack left running; stop it with `make down`")
         else:
-            console.rule("[bold]6. Shutting down")
+            console.rule("[bold]7. Shutting down")
             stack.down(settings)

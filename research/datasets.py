@@ -28,6 +28,7 @@ from pathlib import Path
 from llmrec.catalogue import build_catalogue
 from llmrec.data_source import find_data_file, open_data_file
 from llmrec.datasets import ReplaySummary, TitleIndex, read_watchlists
+from llmrec.datasets.movielens import RATING_SCALE as MOVIELENS_RATING_SCALE
 from llmrec.events.schema import RatingEvent, WatchEvent
 from llmrec.item_ids import MAL_NAMESPACE, MOVIELENS_NAMESPACE, item_key, namespaced_id, native_id
 from ranker.interactions import InteractionData, k_core
@@ -88,7 +89,9 @@ def load_movielens(data_dir: Path) -> InteractionData:
             ratings.append(float(row["rating"]))
             times.append(float(row["timestamp"]))
     # MovieLens rates 0.5..5 stars; the preference math expects MAL's 1..10 scale.
-    return InteractionData.from_records(MOVIELENS, users, items, ratings, times, rating_scale=2.0)
+    return InteractionData.from_records(
+        MOVIELENS, users, items, ratings, times, rating_scale=MOVIELENS_RATING_SCALE
+    )
 
 
 LOADERS: dict[str, Callable[[Path], InteractionData]] = {
