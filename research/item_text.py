@@ -1,8 +1,8 @@
 """Item text features for ``vbpr_text`` (and any model that wants them): one row per dataset item.
 
 - MAL sets: the item index's embeddings (``llmrec.artifacts.load_item_vectors``: the encoder's embedding of
-  each title's synopsis and metadata), looked up by the dataset's raw item ids. Items missing from the
-  index get a zero row (and say so in the log).
+  each title's synopsis and metadata), looked up by the keys of the dataset's items (``mal:<anime_id>``).
+  Items missing from the index get a zero row (and say so in the log).
 - MovieLens: "title. genres" from ``movies.csv`` encoded in-process by the project's encoder
   (``encoder_triton.encoder.Encoder``, the offline MiniLM by default), cached as ``.npy`` next to the index
   so later runs skip the encoding.
@@ -19,7 +19,7 @@ import numpy.typing as npt
 from llmrec.artifacts import align_rows, load_item_vectors
 from llmrec.logs import get_logger
 from ranker.interactions import InteractionData
-from research.datasets import MOVIELENS
+from research.datasets import MOVIELENS, with_serving_keys
 
 log = get_logger(__name__)
 Features = npt.NDArray[np.float32]
@@ -51,9 +51,11 @@ def item_text_features(data: InteractionData, data_dir: Path, index_dir: Path) -
             vectors = Encoder.from_pretrained().embed([texts[int(i)] for i in ids]).astype(np.float32)
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, ids=ids, vectors=vectors)
+        out = align_rows(data.item_ids, ids, vectors, missing="zero")
     else:
+        # The index is keyed by item keys (``mal:<anime_id>`` hashed); the data set by anime ids.
         ids, vectors = load_item_vectors(index_dir)
-    out = align_rows(data.item_ids, ids, vectors, missing="zero")
+        out = align_rows(with_serving_keys(data.name, data).item_ids, ids, vectors, missing="zero")
     missing = int((np.abs(out).sum(axis=1) == 0).sum())
     log.info("item text features", extra={"dataset": data.name, "items": data.n_items, "missing": missing})
     return out
