@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit integration up down status proto lint typecheck imports check clean
+.PHONY: install demo test unit integration up down status proto openapi openapi-check lint typecheck imports check clean
 
 install: $(STAMP)
 
@@ -42,6 +42,14 @@ status: install
 proto: install
 	$(BIN)/python -m grpc_api.codegen
 
+# The HTTP/JSON API's OpenAPI document, generated from grpc_api/http_api.py (the one source); committed.
+OPENAPI := proto/openapi/llmrec.v1.json
+openapi: install
+	$(BIN)/python -m grpc_api.http_api --write-openapi $(OPENAPI)
+
+openapi-check: install
+	$(BIN)/python -m grpc_api.http_api --check $(OPENAPI)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -54,8 +62,8 @@ imports: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m tools.architecture_diagram --check
 
-# Everything CI gates on before the tests: lint, format, strict types, import layers.
-check: lint typecheck imports
+# Everything CI gates on before the tests: lint, format, strict types, import layers, a fresh OpenAPI file.
+check: lint typecheck imports openapi-check
 
 clean: down
 	rm -rf .llmrec artifacts

@@ -321,7 +321,13 @@ class Api:
             log_level="INFO",
             log_json=False,
             postgres=PostgresSettings(dsn=SecretStr(dsn)),
-            api=ApiSettings(host="127.0.0.1", port=port, metrics_port=metrics_port, processes=processes),
+            api=ApiSettings(
+                host="127.0.0.1",
+                port=port,
+                metrics_port=metrics_port,
+                processes=processes,
+                http_enabled=False,  # gRPC is what is measured
+            ),
         )
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()

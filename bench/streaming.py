@@ -81,7 +81,7 @@ def make_settings(
         postgres=PostgresSettings(dsn=SecretStr(dsn)),
         triton=triton or TritonSettings(),
         worker=worker,
-        api=ApiSettings(port=api_port, metrics_port=api_metrics),
+        api=ApiSettings(port=api_port, metrics_port=api_metrics, http_enabled=False),
         preferences=PreferenceSettings(),
     )
 

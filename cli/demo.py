@@ -8,8 +8,9 @@
 4. Publish new events for one user and show the recommendations change as the worker applies them.
 5. Publish a brand-new title on the items topic and show it served by ``SimilarItems`` as soon as the
    worker has embedded and stored it (no index rebuild, no restart).
-6. A second domain in the same stack: import the shipped MovieLens movies through the items topic, stream
-   their ratings, and show a movie fan's profile and recommendations and the movies like Toy Story.
+6. A second domain as a catalogue of one's own: a second worker and API on the same Kafka, PostgreSQL and
+   Triton, starting from an empty index; import the shipped MovieLens movies through the items topic,
+   stream their ratings, and show a movie fan's profile and recommendations and the movies like Toy Story.
 7. Shut down what the demo started (unless ``--keep-running``).
 """
 
@@ -20,19 +21,22 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from rich.console import Console
 
 from cli.render import changed_recommendations_table, profile_table, recommendations_table, similar_table
 from deploy import stack
+from deploy.process import free_ports
 from grpc_api.client import RecommenderClient
 from grpc_api.errors import NotFound
 from grpc_api.models import Recommendations
+from jobs.build_index import build_index_from_settings
 from jobs.import_items import import_items, movielens_items
 from jobs.publishing import replay
 from jobs.train_ranker import train_ranker_from_settings
 from llmrec.catalogue import Catalogue, Item
-from llmrec.data_source import SAMPLE_DIR, resolve_data_source
+from llmrec.data_source import SAMPLE_DIR, find_data_file, resolve_data_source
 from llmrec.datasets.movielens import movielens_rating_events
 from llmrec.events.lag import wait_until_consumed
 from llmrec.events.producer import EventProducer
@@ -170,40 +174,79 @@ def _show_new_item(settings: Settings, client: RecommenderClient, anchor: Item) 
     similar_table(new.item_id, client.similar_items(new.item_id, k=5))
 
 
-def _show_second_domain(settings: Settings, client: RecommenderClient) -> None:
-    """The shipped MovieLens sample through the same topics: movies as item events (embedded by the
-    worker), ratings as rating events. The trained ranker knows only anime, so these users get plain
-    fusion over the whole catalogue."""
-    folder = SAMPLE_DIR / MOVIELENS_FOLDER
-    started = time.monotonic()
-    summary = import_items(settings, movielens_items(folder / "movies.csv"), label="MovieLens sample movies")
-    console.print(str(summary))
-    wait_until_consumed(settings.kafka, timeout_s=900.0)
-    console.print(
-        f"worker embedded and stored the movies {time.monotonic() - started:.1f} s after the import"
+def _movielens_settings(settings: Settings) -> Settings:
+    """A second deployment on the same Kafka, PostgreSQL and Triton: its own topics, consumer group,
+    ports and artefacts, and an index that starts empty (``catalogue_source = "items"``)."""
+    worker_web, worker_metrics, api_port, api_metrics, api_http = free_ports(5)
+    return Settings.model_validate(
+        {
+            **settings.model_dump(),
+            "state_dir": settings.state_dir / "movielens",
+            "artifacts_dir": settings.artifacts_dir / "movielens",
+            "catalogue_source": "items",
+            "kafka": settings.kafka.model_copy(
+                update={
+                    "topic_prefix": f"{settings.kafka.topic_prefix}-movielens",
+                    "consumer_group": f"{settings.kafka.consumer_group}-movielens",
+                }
+            ),
+            "worker": settings.worker.model_copy(
+                update={"web_port": worker_web, "metrics_port": worker_metrics}
+            ),
+            "api": settings.api.model_copy(
+                update={"port": api_port, "metrics_port": api_metrics, "http_port": api_http}
+            ),
+        }
     )
-    events = movielens_rating_events(folder / "ratings.csv")
-    with EventProducer(settings.kafka) as producer:
-        for event in events:
-            producer.publish(event)
-        producer.flush(60.0)
-    wait_until_consumed(settings.kafka, timeout_s=300.0)
-    counts = Counter(event.user_id for event in events)
-    fan = max(counts, key=lambda user: (counts[user], user))
-    console.print(f"published {len(events)} MovieLens ratings of {len(counts)} users")
-    deadline = time.monotonic() + NEW_ITEM_TIMEOUT_S
-    while True:  # the API serves the movies from its next catalogue poll
-        try:
-            similar = client.similar_items(TOY_STORY, k=8)
-            break
-        except NotFound:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    profile_table(client.user_profile(fan))
-    recommendations_table(client.recommend(fan, k=10))
-    console.print("Movies similar to Toy Story (1995):")
-    similar_table(TOY_STORY, similar)
+
+
+def _sample_file(folder: Path, name: str) -> Path:
+    path = find_data_file(folder, name)
+    if path is None:
+        raise FileNotFoundError(f"no {name} in {folder}")
+    return path
+
+
+def _show_second_domain(settings: Settings) -> None:
+    """MovieLens as a catalogue of one's own: an empty index, the shipped sample's movies imported through
+    the items topic (embedded by the worker), then their ratings streamed; no MAL data, no trained ranker."""
+    movies = _movielens_settings(settings)
+    folder = SAMPLE_DIR / MOVIELENS_FOLDER
+    build_index_from_settings(movies, progress=False)
+    stack.up(movies, only=("worker", "api"), quiet=True)
+    try:
+        started = time.monotonic()
+        summary = import_items(
+            movies, movielens_items(_sample_file(folder, "movies.csv")), label="MovieLens sample movies"
+        )
+        console.print(str(summary))
+        wait_until_consumed(movies.kafka, timeout_s=900.0)
+        console.print(f"the worker embedded and stored them within {time.monotonic() - started:.1f} s")
+        events = movielens_rating_events(_sample_file(folder, "ratings.csv"))
+        with EventProducer(movies.kafka) as producer:
+            for event in events:
+                producer.publish(event)
+            producer.flush(60.0)
+        wait_until_consumed(movies.kafka, timeout_s=300.0)
+        counts = Counter(event.user_id for event in events)
+        fan = max(counts, key=lambda user: (counts[user], user))
+        console.print(f"published {len(events)} MovieLens ratings of {len(counts)} users")
+        with RecommenderClient(movies.api.target) as client:
+            deadline = time.monotonic() + NEW_ITEM_TIMEOUT_S
+            while True:  # the API serves the movies from its next catalogue poll
+                try:
+                    similar = client.similar_items(TOY_STORY, k=8)
+                    break
+                except NotFound:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            profile_table(client.user_profile(fan))
+            recommendations_table(client.recommend(fan, k=10))
+            console.print("Movies similar to Toy Story (1995):")
+            similar_table(TOY_STORY, similar)
+    finally:
+        stack.down(movies, quiet=True)
 
 
 def _ensure_ranker(settings: Settings) -> None:
@@ -258,7 +301,7 @@ def run_demo(settings: Settings, keep_running: bool = False) -> int:
             _show_new_item(settings, client, anchor)
 
             console.rule("[bold]6. A second domain: MovieLens movies and ratings")
-            _show_second_domain(settings, client)
+            _show_second_domain(settings)
         console.print(f"index: {len(catalogue)} items, version {index.version}")
         return 0
     finally:

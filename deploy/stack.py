@@ -226,7 +226,8 @@ def _metrics_endpoint(host: str, port: int, processes: int = 1) -> str | None:
 def _api_endpoint(settings: Settings) -> str:
     api = settings.api
     metrics = _metrics_endpoint(api.host, api.metrics_port, api.processes)
-    return f"grpc {api.target}" + (f", {metrics}" if metrics else "")
+    http = f", http {api.http_url}" if api.http_enabled else ""  # the HTTP/JSON API (grpc_api/http_api.py)
+    return f"grpc {api.target}{http}" + (f", {metrics}" if metrics else "")
 
 
 def _api_start(settings: Settings) -> Started:

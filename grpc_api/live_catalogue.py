@@ -10,8 +10,10 @@ whole, so a request sees one catalogue version from start to end:
 - a visible item with a vector is served: a new one (or one whose vector changed) is appended to the
   index (``ItemIndex.with_changes``: the old row is retired), an unchanged one only updates its title,
   categories and popularity;
-- a hidden or deleted item, or one without a vector, is dropped from the snapshot's items, so no answer
-  can name it (``Snapshot.servable``), and ``SimilarItems`` of it is NOT_FOUND;
+- a hidden item is kept with its row but marked hidden, so no answer names it (``Snapshot.servable``)
+  and ``SimilarItems`` of it is NOT_FOUND until it is unhidden; an item the catalogue only hides or
+  unhides (no body there, e.g. one of the index built from the data files) keeps the index's content;
+- a deleted item, or one without a usable vector, is dropped and its row retired;
 - once retired rows make up ``COMPACT_FRACTION`` of the index, it is rebuilt without them (in the same
   background thread, before the swap).
 """
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from grpc_api.service import CatalogueItem, Snapshot
 from llmrec.item_ids import item_key
@@ -60,17 +63,32 @@ def live_item(row: StoredItem) -> LiveItem:
 def apply_catalogue_rows(snapshot: Snapshot, rows: Sequence[StoredItem], cursor: int) -> Snapshot:
     """The snapshot that serves ``rows`` (changed catalogue rows, in feed order) on top of ``snapshot``."""
     items: dict[int, CatalogueItem] = dict(snapshot.items)
+    hidden = set(snapshot.hidden)
     index = snapshot.index
     latest = {item_key(row.item_id): row for row in rows}  # a later row of an item wins
     appended_keys: list[int] = []
-    appended: list[np.ndarray] = []
+    appended: list[npt.NDArray[np.float32]] = []
     retired: list[int] = []
     for key, row in latest.items():
-        vector = _unit(row, index.dim)
-        if not row.visible or vector is None:
-            items.pop(key, None)
-            continue
         current = int(index.rows([key])[0])
+        if row.hidden:
+            hidden.add(key)
+        else:
+            hidden.discard(key)
+        if row.deleted:
+            items.pop(key, None)
+            if current >= 0:
+                retired.append(key)
+            continue
+        if row.title is None:
+            # Only hidden or unhidden: the catalogue holds no body, the index's item stays as it is.
+            continue
+        vector = _unit(row, index.dim)
+        if vector is None:
+            items.pop(key, None)  # a body without a usable vector cannot be searched
+            if current >= 0:
+                retired.append(key)
+            continue
         if current < 0 or float(index.embeddings[current] @ vector) < SAME_VECTOR_COSINE:
             if current >= 0:
                 retired.append(key)
@@ -84,10 +102,10 @@ def apply_catalogue_rows(snapshot: Snapshot, rows: Sequence[StoredItem], cursor:
         if index.retired_rows > COMPACT_FRACTION * len(index):
             log.info("compacting the item index", rows=len(index), retired=index.retired_rows)
             index = index.compacted()
-    return Snapshot(index, items.values(), snapshot.ranker, snapshot.learned)
+    return Snapshot(index, items.values(), snapshot.ranker, snapshot.learned, frozenset(hidden))
 
 
-def _unit(row: StoredItem, dim: int) -> np.ndarray | None:
+def _unit(row: StoredItem, dim: int) -> npt.NDArray[np.float32] | None:
     if row.vector is None or row.vector.shape != (dim,):
         if row.vector is not None:
             log.warning("catalogue vector of another dimension not served", item_id=row.item_id, dim=dim)

@@ -85,6 +85,31 @@ INDEX_LOADED = Gauge(
 )
 
 
+# -- HTTP/JSON API (grpc_api/http_api.py). The gRPC families above are labelled for gRPC (grpc_code, ...), so
+# HTTP requests are counted in their own families, by route template (never the raw path: bounded labels)
+# and HTTP status code. Refusals (401, 429) and unmatched paths (route "unmatched") are counted too.
+HTTP_LABELS = ("method", "route", "code")
+HTTP_REQUESTS = Counter(
+    "llmrec_api_http_requests_total", "HTTP/JSON API requests by method, route and status code", HTTP_LABELS
+)
+HTTP_SECONDS = Histogram(
+    "llmrec_api_http_request_duration_seconds",
+    "Time from an HTTP request's arrival to its answer or refusal",
+    HTTP_LABELS,
+    buckets=LATENCY_BUCKETS,
+)
+
+
+def observe_http(method: str, route: str, code: int, started: float) -> None:
+    """One HTTP request's end (``started``: ``time.perf_counter()`` at its arrival)."""
+    labels = (method, route, str(code))
+    HTTP_REQUESTS.labels(*labels).inc()
+    HTTP_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+
+
+# -- end HTTP/JSON API
+
+
 def code_name(code: grpc.StatusCode) -> str:
     return CODE_NAMES.get(code, "Unknown")
 

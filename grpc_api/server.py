@@ -15,6 +15,10 @@ Lifecycle (``ApiServer``):
 
 Access control (TLS / mTLS, bearer tokens, a per-client rate limit) is off unless ``ApiSettings`` asks
 for it; see ``grpc_api.security``.
+
+The HTTP/JSON API (``grpc_api.http_api``; ``api.http_enabled``, on by default, on ``api.http_port``) is
+served by the same process on the same event loop, from the same ``RecommendationService``; it starts
+with gRPC and stops with it (in every process of ``api.processes``, sharing the port with SO_REUSEPORT).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from grpc_api import metrics, security
 from grpc_api.descriptors import HEALTH_SERVICE
 from grpc_api.errors import Unavailable
 from grpc_api.health import HealthServicer, add_health_servicer
+from grpc_api.http_api import EventPublisher, HttpServer, create_app
 from grpc_api.interceptors import RejectUndecodable
 from grpc_api.live_catalogue import CatalogueFollower
 from grpc_api.loading import (
@@ -70,9 +75,13 @@ class ApiServer:
         snapshot_loader: SnapshotLoader = load_snapshot,
         port: int | None = None,
         reuse_port: bool = False,
+        http: bool = False,
+        http_port: int | None = None,
     ) -> None:
         """``reuse_port``: share the port with sibling processes (``grpc_api.processes``); otherwise a
-        second server on the same port fails to bind instead of silently sharing the traffic."""
+        second server on the same port fails to bind instead of silently sharing the traffic. ``http``:
+        also serve the HTTP/JSON API (``grpc_api.http_api``) on ``http_port`` (default ``api.http_port``);
+        ``serve_async`` turns it on as ``api.http_enabled`` says."""
         self._settings = settings
         self._store_factory = store_factory
         self._snapshot_loader = snapshot_loader
@@ -102,6 +111,20 @@ class ApiServer:
         self._following: asyncio.Task[None] | None = None
         # Serialises the two writers of the served snapshot: the catalogue follower and reload().
         self._swapping = asyncio.Lock()
+        # -- HTTP/JSON API beside gRPC: the same service, health and access settings (grpc_api.http_api).
+        self.http_port = 0
+        self._publisher: EventPublisher | None = None
+        self._http: HttpServer | None = None
+        if http:
+            self._publisher = EventPublisher(settings.kafka, timeout_s=settings.api.http_publish_timeout_s)
+            app = create_app(
+                settings.api,
+                service=lambda: self._service,
+                serving=lambda: self._health.statuses().get("") == health_pb2.HealthCheckResponse.SERVING,
+                publisher=self._publisher,
+            )
+            self._http = HttpServer(app, settings.api, port=http_port, reuse_port=reuse_port)
+        # -- end HTTP/JSON API
 
     @property
     def service(self) -> RecommendationService | None:
@@ -129,6 +152,12 @@ class ApiServer:
             tls=credentials is not None,
             mtls=self._settings.api.tls_client_ca_file is not None,
         )
+        if self._http is not None:
+            try:
+                self.http_port = await self._http.start()
+            except BaseException:
+                await self._server.stop(None)
+                raise
         self._warmup = asyncio.create_task(self._warm_up(), name="llmrec-api-warmup")
         return self.port
 
@@ -214,7 +243,13 @@ class ApiServer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        await self._server.stop(grace)
+        if self._http is not None:
+            # Both servers stop accepting at once and let their requests in flight finish.
+            await asyncio.gather(self._server.stop(grace), self._http.stop(grace))
+        else:
+            await self._server.stop(grace)
+        if self._publisher is not None:
+            await self._publisher.close()
         if self._store is not None:
             await self._store.close()
             self._store = None
@@ -234,7 +269,7 @@ async def serve_async(settings: Settings, *, reuse_port: bool = False) -> None:
     """Run until SIGTERM or SIGINT; SIGHUP reloads the index."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    server = ApiServer(settings, reuse_port=reuse_port)
+    server = ApiServer(settings, reuse_port=reuse_port, http=settings.api.http_enabled)
     reloads: set[asyncio.Task[str]] = set()
 
     def on_reload() -> None:

@@ -121,6 +121,7 @@ class Snapshot:
         items: Iterable[CatalogueItem],
         ranker: Ranker | None = None,
         learned: LearnedRanker | None = None,
+        hidden: frozenset[int] = frozenset(),
     ) -> None:
         self.index = index
         self.ranker: Ranker = ranker or PlainFusionRanker()
@@ -135,19 +136,21 @@ class Snapshot:
         self.in_learned_universe: BoolArray = np.zeros(len(index), dtype=np.bool_)
         self.in_learned_universe[self.learned_rows[self.learned_rows >= 0]] = True
         by_key = {int(item.key): item for item in items}
-        # The items this snapshot describes, by key (the live catalogue derives the next snapshot from it).
+        # The items this snapshot describes, by key, and the keys of those the catalogue hides (the live
+        # catalogue derives the next snapshot from both).
         self.items: dict[int, CatalogueItem] = by_key
+        self.hidden = hidden
         rows = len(index)
         external_ids: list[str] = []
         titles: list[str] = []
         genres: list[tuple[str, ...]] = []
         members = np.zeros(rows, dtype=np.float64)
-        # Rows the catalogue does not describe (an index from another catalogue version) have no id a
-        # client could use, so they are never served.
+        # Rows the catalogue does not describe (an index from another catalogue version, a retired row)
+        # have no id a client could use, and hidden items are not to be shown: neither is ever served.
         self.servable: BoolArray = np.ones(rows, dtype=np.bool_)
         for row, key in enumerate(index.item_ids.tolist()):
             item = by_key.get(key)
-            if item is None:
+            if item is None or key in hidden:
                 self.servable[row] = False
                 external_ids.append("")
                 titles.append("")

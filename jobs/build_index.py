@@ -132,9 +132,26 @@ def build_index(
     return summary
 
 
+def build_empty_index(settings: Settings, dim: int, encoder_model: str = "") -> IndexSummary:
+    """Publish an index of no items (and an empty catalogue file): the catalogue then arrives on the items
+    topic only (``catalogue_source = "items"``)."""
+    index = ItemIndex.empty(dim, encoder_model=encoder_model)
+    with publish_dir(settings.index_dir) as staging:
+        index.save(staging)
+        Catalogue.from_items([]).save(catalogue_path(staging))
+    log.info("empty index published", dim=dim, version=index.version)
+    return IndexSummary(0, dim, index.kind, index.version, encoder_model, settings.index_dir, 0.0)
+
+
 def build_index_from_settings(settings: Settings, progress: bool = True) -> IndexSummary:
     """``llmrec build-index``: the catalogue from the data source in settings, embedded by the Triton
-    encoder the settings point at."""
+    encoder the settings point at; or an empty index when the catalogue comes from the items topic."""
+    if settings.catalogue_source == "items":
+        # The encoder's width, from one embedding: the index must match what the worker will store.
+        probe = encode_corpus(
+            ["dimension probe"], settings.triton.grpc_url, settings.triton.model_name, progress=False
+        )
+        return build_empty_index(settings, int(probe.shape[1]), settings.triton.model_name)
     source = resolve_data_source(settings)
     log.info("building catalogue", source=source.describe())
     catalogue = load_catalogue(source)

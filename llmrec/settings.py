@@ -247,6 +247,9 @@ class WorkerSettings(BaseModel):
     # Faust needs its own port for the web view even if disabled in tests; the stack enables it for metrics.
     web_port: int = 16066
     metrics_port: int = 19101
+    # The metrics endpoint's address: loopback on one machine; 0.0.0.0 where Prometheus scrapes the worker
+    # from another host or pod (the Helm chart sets it).
+    metrics_host: str = "127.0.0.1"
 
 
 class ApiSettings(BaseModel):
@@ -284,6 +287,16 @@ class ApiSettings(BaseModel):
     # Per-client token bucket: requests per second, and the burst (bucket size; default max(1, rate)).
     rate_limit_per_s: float | None = Field(default=None, gt=0)
     rate_limit_burst: int | None = Field(default=None, ge=1)
+    # -- HTTP/JSON API (grpc_api/http_api.py): served by the same process beside gRPC, from the same
+    # service, with the same TLS files, tokens and rate limit. With api.processes > 1 every process binds
+    # http_port too (SO_REUSEPORT), so it needs a fixed port as gRPC does. 0 picks a free port.
+    http_enabled: bool = True
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    # Events in one POST /v1/events or /v1/items (a JSON array), and how long a POST waits for Kafka's
+    # acknowledgement before answering 503.
+    http_max_events: int = Field(default=500, ge=1, le=10_000)
+    http_publish_timeout_s: float = Field(default=10.0, gt=0.0, le=300.0)
+    # -- end HTTP/JSON API
 
     @model_validator(mode="after")
     def _check_access(self) -> ApiSettings:
@@ -295,11 +308,19 @@ class ApiSettings(BaseModel):
             raise ValueError("api.rate_limit_burst needs api.rate_limit_per_s")
         if self.processes > 1 and self.port == 0:
             raise ValueError("api.processes > 1 needs a fixed api.port (processes cannot share port 0)")
+        if self.processes > 1 and self.http_enabled and self.http_port == 0:
+            raise ValueError("api.processes > 1 needs a fixed api.http_port (or api.http_enabled = false)")
         return self
 
     @property
     def target(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """The HTTP/JSON API's base URL (https when TLS is configured)."""
+        scheme = "https" if self.tls_cert_file is not None else "http"
+        return f"{scheme}://{self.host}:{self.http_port}"
 
 
 class PreferenceSettings(BaseModel):
@@ -362,6 +383,10 @@ class Settings(BaseSettings):
     data_dir: Path = REPO_ROOT.parent / "shared" / "data"
     log_level: str = "INFO"
     log_json: bool = False
+    # Where the item index starts: "mal", the MyAnimeList catalogue of the data files, embedded by
+    # `llmrec build-index`; "items", an empty index, the catalogue arriving only on the items topic
+    # (`llmrec import-items`), as for a shop or any catalogue of your own.
+    catalogue_source: Literal["mal", "items"] = "mal"
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)

@@ -228,6 +228,26 @@ class ItemIndex:
         )
         return cls(index, ids, vectors, meta)
 
+    @classmethod
+    def empty(cls, dim: int, kind: IndexKind = "flat", *, encoder_model: str = "") -> ItemIndex:
+        """An index of no items, for a catalogue that arrives through the items topic only. Flat: the
+        first items are few, and ``with_changes`` then ``compacted`` move it to the kind that fits."""
+        if kind != "flat":
+            raise ValueError("an empty index is flat (HNSW and IVF are built from items)")
+        created = datetime.now(UTC)
+        meta = IndexMeta(
+            version=f"flat-{created:%Y%m%dT%H%M%SZ}-empty",
+            dim=dim,
+            count=0,
+            kind=kind,
+            encoder_model=encoder_model,
+            created_at=created.isoformat(),
+            params={},
+        )
+        return cls(
+            faiss.IndexFlatIP(dim), np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32), meta
+        )
+
     # -- properties ---------------------------------------------------------------------------------------
 
     @property
@@ -305,6 +325,8 @@ class ItemIndex:
     def compacted(self) -> ItemIndex:
         """The same items without retired rows: a fresh index of this kind (a full build)."""
         keep = self._item_ids >= 0
+        if not keep.any():
+            return ItemIndex.empty(self.dim, encoder_model=self._meta.encoder_model)
         return ItemIndex.build(
             self._item_ids[keep],
             self._embeddings[keep],
@@ -317,6 +339,8 @@ class ItemIndex:
     def rows(self, item_ids: npt.ArrayLike) -> IdArray:
         """Row of each id, -1 for ids not in the index."""
         ids = np.asarray(item_ids, dtype=np.int64).reshape(-1)
+        if len(self._sorted_ids) == 0:
+            return np.full(len(ids), -1, dtype=np.int64)
         pos = np.searchsorted(self._sorted_ids, ids)
         pos = np.minimum(pos, len(self._sorted_ids) - 1)
         found = self._sorted_ids[pos] == ids
@@ -353,6 +377,8 @@ class ItemIndex:
         if k < 1:
             raise ValueError("k must be at least 1")
         k = min(k, len(self))
+        if k == 0:
+            return np.zeros((matrix.shape[0], 0), dtype=np.float32), np.zeros((matrix.shape[0], 0), np.int64)
         scores, rows = self._index.search(matrix, k, params=self._search_params(k))
         found = rows >= 0
         item_ids = np.where(found, self._item_ids[np.where(found, rows, 0)], -1).astype(np.int64)

@@ -123,7 +123,7 @@ class WorkerResources(Service):
             items=items,
             encoder_model=settings.triton.model_name,
         )
-        metrics.serve(settings.worker.metrics_port)
+        metrics.serve(settings.worker.metrics_port, settings.worker.metrics_host)
 
     async def on_stop(self) -> None:
         if self._encoder is not None:

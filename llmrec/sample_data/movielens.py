@@ -3,14 +3,16 @@
 ``python -m llmrec.sample_data.movielens [--data-dir DIR]`` writes ``movielens-latest-small/`` here from
 ``DIR/movielens-latest-small`` (GroupLens ml-latest-small): every rating of ``USERS`` users (the
 lowest user ids whose rating count lies in ``RATINGS_PER_USER``), the movies they rated, and the
-data set's licence. Deterministic: same input, same bytes. The licence allows redistribution of
-transformations under the same conditions, which the copied README states.
+data set's licence; gzip-compressed like the rest of the sample (``ratings.csv.gz``, ``movies.csv.gz``).
+Deterministic: same input, same bytes. The licence allows redistribution of transformations under the
+same conditions, which the copied README states.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import io
 from collections import Counter
 from pathlib import Path
@@ -20,7 +22,8 @@ from llmrec.data_source import SAMPLE_DIR, find_data_file, open_data_file
 FOLDER = "movielens-latest-small"
 USERS = 25
 RATINGS_PER_USER = (20, 120)
-LICENCE_FILE = "README.txt"
+LICENCE_FILE = "README.txt"  # in the data set
+SAMPLE_README = "README.md"
 
 
 def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -36,6 +39,12 @@ def _csv(header: list[str], rows: list[list[str]]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue()
+
+
+def _write_gz(path: Path, text: str) -> None:
+    # mtime 0 and no file name in the header: the same rows give the same bytes.
+    with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as packed:
+        packed.write(text.encode("utf-8"))
 
 
 def build(data_dir: Path, out_dir: Path = SAMPLE_DIR / FOLDER) -> tuple[int, int, int]:
@@ -54,10 +63,10 @@ def build(data_dir: Path, out_dir: Path = SAMPLE_DIR / FOLDER) -> tuple[int, int
     rated = {row[1] for row in sampled}
     sampled_movies = [row for row in movies if row[0] in rated]
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ratings.csv").write_text(_csv(rating_header, sampled), encoding="utf-8")
-    (out_dir / "movies.csv").write_text(_csv(movie_header, sampled_movies), encoding="utf-8")
+    _write_gz(out_dir / "ratings.csv.gz", _csv(rating_header, sampled))
+    _write_gz(out_dir / "movies.csv.gz", _csv(movie_header, sampled_movies))
     licence = (source / LICENCE_FILE).read_text(encoding="utf-8")
-    (out_dir / LICENCE_FILE).write_text(
+    (out_dir / SAMPLE_README).write_text(
         f"llmrec sample: every rating of {len(users)} users of ml-latest-small (user ids "
         f"{users[0]}..{users[-1]} with {low} to {high} ratings each) and the {len(sampled_movies)} movies "
         "they rated, unmodified rows. Built by `python -m llmrec.sample_data.movielens`. Redistributed "

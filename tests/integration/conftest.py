@@ -250,7 +250,7 @@ def settings_factory(
 
     def make(*, topic_prefix: str | None = None, state_dir: Path | None = None, **overrides: Any) -> Settings:
         root = state_dir or tmp_path_factory.mktemp("llmrec-state")
-        worker_web, worker_metrics, api_port, api_metrics = free_ports(4)
+        worker_web, worker_metrics, api_port, api_metrics, api_http = free_ports(5)
         values: dict[str, Any] = {
             "root": root,
             "state_dir": root,
@@ -268,13 +268,18 @@ def settings_factory(
             "postgres": PostgresSettings(dsn=SecretStr(postgres_dsn)),
             "triton": TritonSettings(),
             "worker": WorkerSettings(web_port=worker_web, metrics_port=worker_metrics),
-            "api": ApiSettings(port=api_port, metrics_port=api_metrics),
+            "api": ApiSettings(port=api_port, metrics_port=api_metrics, http_port=api_http),
             "preferences": PreferenceSettings(),
+            "catalogue_source": "mal",
         }
         unknown = set(overrides) - set(values)
         if unknown:
             raise TypeError(f"unknown Settings fields: {sorted(unknown)}")
         values.update(overrides)
+        # The HTTP API listens on a fixed default port (8080): an API section that names no http_port gets
+        # a free one, so concurrent test runs never meet on it.
+        if "http_port" not in values["api"].model_fields_set:
+            values["api"] = values["api"].model_copy(update={"http_port": api_http})
         # Every field given explicitly (nested ones as models), so no LLMREC_* variable can leak in.
         missing = set(Settings.model_fields) - set(values)
         assert not missing, f"settings_factory does not set {sorted(missing)}"

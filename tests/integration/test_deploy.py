@@ -134,7 +134,7 @@ def private_dir() -> Iterator[Path]:
 
 def _local_settings(state_dir: Path) -> Settings:
     """Settings for a private stack on free ports, built without the environment."""
-    kafka_port, pg_port, api_port, *metrics = free_ports(6)
+    kafka_port, pg_port, api_port, http_port, *metrics = free_ports(7)
     return Settings(
         state_dir=state_dir,
         artifacts_dir=state_dir / "artifacts",
@@ -145,7 +145,7 @@ def _local_settings(state_dir: Path) -> Settings:
         postgres=PostgresSettings(dsn=SecretStr(f"postgresql://llmrec:llmrec@127.0.0.1:{pg_port}/llmrec")),
         triton=TritonSettings(http_port=metrics[0], grpc_port=metrics[1], metrics_port=metrics[2]),
         worker=WorkerSettings(),
-        api=ApiSettings(port=api_port),
+        api=ApiSettings(port=api_port, http_port=http_port),
         preferences=PreferenceSettings(),
     )
 

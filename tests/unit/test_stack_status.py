@@ -1,5 +1,5 @@
 """`llmrec up` / `llmrec status` tables: every endpoint in full at any width (folded in a narrow terminal,
-on one line into a pipe), and the API's metrics endpoint beside its gRPC address."""
+on one line into a pipe), and the API's HTTP and metrics endpoints beside its gRPC address."""
 
 from __future__ import annotations
 
@@ -19,11 +19,16 @@ def endpoints(settings: Settings) -> dict[str, str]:
 
 def test_the_api_endpoint_names_its_metrics() -> None:
     shown = endpoints(Settings(api=ApiSettings(host="10.0.0.7", port=50051, metrics_port=19102)))
-    assert shown["api"] == "grpc 10.0.0.7:50051, metrics http://10.0.0.7:19102/metrics"
+    assert shown["api"] == (
+        "grpc 10.0.0.7:50051, http http://10.0.0.7:8080, metrics http://10.0.0.7:19102/metrics"
+    )
     shown = endpoints(Settings(api=ApiSettings(port=50051, metrics_port=19102, processes=3)))
     assert shown["api"].endswith("metrics http://127.0.0.1:19102..19104/metrics")
     shown = endpoints(Settings(api=ApiSettings(metrics_port=0), worker=WorkerSettings(metrics_port=0)))
-    assert shown["api"] == "grpc 127.0.0.1:50051" and shown["worker"] == "metrics off"
+    assert shown["api"] == "grpc 127.0.0.1:50051, http http://127.0.0.1:8080"
+    assert shown["worker"] == "metrics off"
+    shown = endpoints(Settings(api=ApiSettings(metrics_port=0, http_enabled=False)))
+    assert shown["api"] == "grpc 127.0.0.1:50051"
 
 
 def rows() -> list[ComponentStatus]:

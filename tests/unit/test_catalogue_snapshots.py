@@ -69,9 +69,13 @@ async def test_hidden_and_deleted_items_are_never_served_and_unhidden_ones_come_
     cold = await RecommendationService(FakeStore(), snapshot).recommend("nobody", k=20)
     assert not {"shop:a", "shop:b", "mal:2"} & {i.item_id for i in cold.items}
 
-    await store.apply_item_changes([change("shop:a", ItemChangeKind.UNHIDE, 3, "a3")])
+    # Unhidden, both come back: the catalogue's item and the index's own (no body in the catalogue).
+    await store.apply_item_changes(
+        [change("shop:a", ItemChangeKind.UNHIDE, 3, "a3"), change("mal:2", ItemChangeKind.UNHIDE, 3, "m3")]
+    )
     snapshot = await follow(store, snapshot, follower)
-    assert "shop:a" in await similar(snapshot, "mal:1")
+    assert {"shop:a", "mal:2"} <= set(await similar(snapshot, "mal:1"))
+    assert await similar(snapshot, "mal:2")
 
 
 async def test_an_unchanged_vector_updates_metadata_without_touching_the_index() -> None:
@@ -143,3 +147,23 @@ async def test_similar_items_searches_past_hidden_neighbours_to_fill_k() -> None
     snapshot = await follow(store, base_snapshot())
     answer = await similar(snapshot, "mal:1", k=len(BASE) - 1 - len(hidden))
     assert len(answer) == len(BASE) - 1 - len(hidden) and not set(hidden) & set(answer)
+
+
+async def test_a_catalogue_of_its_own_starts_from_an_empty_index() -> None:
+    """catalogue_source = "items": nothing is indexed at start; the items topic brings everything."""
+    empty = Snapshot(ItemIndex.empty(DIM), [])
+    assert (await RecommendationService(FakeStore(), empty).recommend("anyone", k=5)).items == ()
+    with pytest.raises(NotFound):
+        await similar(empty, "shop:a")
+    assert empty.index.search(vec(1), 5)[1].shape == (1, 0)
+
+    store = FakeStore()
+    await store.apply_item_changes(
+        [upsert(f"shop:{n}", 1, f"e{n}", title=f"thing {n}", vector_seed=n) for n in range(5)]
+    )
+    follower = CatalogueFollower(store)
+    snapshot = await follow(store, empty, follower)
+    assert len(await similar(snapshot, "shop:0", k=10)) == 4
+    await store.apply_item_changes([change(f"shop:{n}", ItemChangeKind.DELETE, 2, f"d{n}") for n in range(5)])
+    snapshot = await follow(store, snapshot, follower)
+    assert len(snapshot.index) == 0  # every row retired, then compacted back to an empty index
