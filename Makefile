@@ -73,7 +73,7 @@ bench: install
 	$(BIN)/python -m bench --out reports/bench.json
 
 bench-quick: install
-	$(BIN)/python -m bench --quick --out reports/bench.json
+	$(BIN)/python -m bench --quick --skip-catalogue --out reports/bench.json
 
 # Operations as code (deploy/observability, deploy/helm/llmrec): helm and promtool built from the Go module
 # proxy into .tools/ (tools/install_ops_tools.sh: minutes the first time, cached after; OPS_TOOLS_DIR moves

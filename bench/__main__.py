@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import encoder, freshness, ingest, retrieval, scaleout, serving, serving_plot
+from bench import catalogue, encoder, freshness, ingest, retrieval, scaleout, serving, serving_plot
 from bench.common import machine
 from bench.report import headline, markdown
 from llmrec.settings import load_settings
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-encoder", action="store_true", help="no Triton vs in-process encoder run")
     parser.add_argument("--skip-freshness", action="store_true", help="no publish-to-answer freshness run")
     parser.add_argument("--skip-scaleout", action="store_true", help="no 1 vs 2 workers run")
+    parser.add_argument(
+        "--skip-catalogue", action="store_true", help="no live catalogue run (item visibility, ingest, index)"
+    )
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -67,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         report["encoder"] = {"error": "skipped (--skip-encoder)"}
     else:
         report["encoder"] = encoder.run(load_settings().triton.repository, repeats=3 if args.quick else 7)
+    if args.skip_catalogue:
+        report["catalogue"] = {"error": "skipped (--skip-catalogue)"}
+    else:
+        report["catalogue"] = catalogue.run(args.quick, embeddings)
     report["wall_s"] = time.perf_counter() - started
     report.update(headline(report))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.catalogue import catalogue_headline, catalogue_keys
+from bench.catalogue import markdown_lines as catalogue_lines
 from bench.encoder import markdown_lines
 from bench.streaming_report import FRESHNESS_KEYS, freshness_headline, streaming_lines
 
@@ -22,6 +24,7 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     if out["ingest_events_per_s"] is None:
         reasons["ingest_events_per_s"] = reasons["ingest_vs_raw_ratio"] = ingest.get("error", "not measured")
     out.update(freshness_headline(report, reasons))
+    out.update(catalogue_headline(report, reasons))
 
     serving = report.get("serving", {})
     api100k = serving.get("items", {}).get("100000")
@@ -110,6 +113,7 @@ def markdown(report: dict[str, Any]) -> str:
         "recommend_qps_100k",
         "ann_recall100_1m",
         "api_rss_mb_1m",
+        *catalogue_keys(),
     ):
         value = report.get(key)
         text = (
@@ -166,6 +170,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += _encoder_lines(report)
 
     lines += streaming_lines(report)
+    lines += catalogue_lines(report)
     lines += ["", "## Not measured", ""]
     for key, why in report["null_reasons"].items():
         lines.append(f"- `{key}`: {why}")
