@@ -432,7 +432,10 @@ class RecommendationService:
     ) -> tuple[IdArray, FloatArray]:
         """Rows of allowed candidates and their cosine similarity to ``query``."""
         index = snap.index
-        pool = min(len(index), self._config.candidate_pool + extra)
+        # Retired, hidden and undescribed rows still come back from FAISS and are dropped: search deeper in
+        # proportion, so a churned index fills the pool as a fresh one would (compaction bounds the share).
+        served_share = max(0.25, 1.0 - snap.missing_metadata / max(1, len(index)))
+        pool = min(len(index), math.ceil((self._config.candidate_pool + extra) / served_share))
         scores, ids = await index.search_async(query, max(pool, k))
         hit = ids[0] >= 0
         rows = index.rows(ids[0][hit])
