@@ -17,6 +17,7 @@ from psycopg.conninfo import make_conninfo
 
 from llmrec.store import ItemApplyResult, migrate
 from llmrec.store.fake import FakeStore
+from llmrec.store.migrate import migration_files
 from llmrec.store.postgres import PostgresStore
 from tests.catalogue_changes import (
     EXPECTED,
@@ -74,9 +75,14 @@ def test_the_catalogue_migration_is_recorded_once_and_reruns_as_a_no_op(migrated
         }
         item_vector = _column_type(conn, "catalogue_items", "vector")
         user_vector = _column_type(conn, "user_profiles", "vector_sum")
-    assert [v for v, _ in before] == ["001_init", "002_catalogue"]
+    assert [v for v, _ in before] == [version for version, _ in migration_files()]
+    assert [v for v, _ in before][:3] == ["001_init", "002_catalogue", "003_item_keys"]
     assert after == before and seq_after == seq_before
-    assert {"catalogue_items_pkey", "catalogue_items_change_seq_idx"} <= indexes
+    assert {
+        "catalogue_items_pkey",
+        "catalogue_items_change_seq_idx",
+        "catalogue_items_item_key_idx",
+    } <= indexes
     assert item_vector == user_vector and item_vector in ("vector", "real[]")
 
 
