@@ -176,7 +176,8 @@ def _show_new_item(settings: Settings, client: RecommenderClient, anchor: Item) 
 
 def _movielens_settings(settings: Settings) -> Settings:
     """A second deployment on the same Kafka, PostgreSQL and Triton: its own topics, consumer group,
-    ports and artefacts, and an index that starts empty (``catalogue_source = "items"``)."""
+    ports and artefacts, and an index that starts empty (``catalogue_source = "items"``). The database is
+    shared, and with it the catalogue table: each deployment also serves the other's catalogue items."""
     worker_web, worker_metrics, api_port, api_metrics, api_http = free_ports(5)
     return Settings.model_validate(
         {
