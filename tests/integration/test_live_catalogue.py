@@ -1,7 +1,8 @@
 """A catalogue that is not anime, brought through the items topic to a running stack (Kafka, PostgreSQL,
 Triton, a worker and an API process): its items are embedded by the real encoder, stored, and served by
 ``SimilarItems`` within seconds, without a rebuild or a restart; a rating of a new item is applied; hidden
-and deleted items leave every answer; a fresh API process comes back with the same catalogue."""
+and deleted items leave every answer; a fresh API process comes back with the same catalogue, and then
+follows a live change together with the stack's API."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import numpy as np
 import pytest
@@ -24,7 +26,14 @@ from llmrec.catalogue import Catalogue, load_catalogue
 from llmrec.data_source import sample_source
 from llmrec.events.lag import wait_until_consumed
 from llmrec.events.producer import EventProducer
-from llmrec.events.schema import AnyItemEvent, DeleteItemEvent, HideItemEvent, RatingEvent, UpsertItemEvent
+from llmrec.events.schema import (
+    AnyItemEvent,
+    DeleteItemEvent,
+    HideItemEvent,
+    RatingEvent,
+    UnhideItemEvent,
+    UpsertItemEvent,
+)
 from llmrec.events.topics import ensure_system_topics
 from llmrec.settings import Settings, TritonSettings
 from llmrec.store import migrate
@@ -94,6 +103,10 @@ def similar_or_none(client: RecommenderClient, item_id: str, k: int = 10) -> lis
         return None
 
 
+def serves(client: RecommenderClient, item_id: str) -> bool:
+    return similar_or_none(client, item_id) is not None
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float) -> float:
     started = time.monotonic()
     while not condition():
@@ -161,16 +174,27 @@ def test_a_bookshop_catalogue_is_served_live(running: Settings) -> None:
 
 
 async def fresh_api_agrees(settings: Settings, new: str, hidden: str, deleted: str) -> None:
+    """A second API process (this one, in-process) catches up from the feed, then follows a live change
+    together with the stack's API: both serve the unhidden book within the bound."""
     server = ApiServer(settings, port=0)
     port = await server.start()
     await server.wait_ready(60)
     client = RecommenderClient(f"127.0.0.1:{port}", timeout_s=10)
+    stack_client = RecommenderClient(settings.api.target, timeout_s=10)
     try:
         assert await asyncio.to_thread(similar_or_none, client, new) is not None
         assert await asyncio.to_thread(similar_or_none, client, hidden) is None
         assert await asyncio.to_thread(similar_or_none, client, deleted) is None
+        unhide = UnhideItemEvent(
+            event_id=f"{hidden}-unhide", item_id=hidden, event_time=T0 + timedelta(days=2)
+        )
+        await asyncio.to_thread(publish_items, settings, [unhide])
+        for api in (client, stack_client):
+            await asyncio.to_thread(wait_for, partial(serves, api, hidden), VISIBLE_WITHIN_S)
+        assert await asyncio.to_thread(similar_or_none, client, deleted) is None
     finally:
         client.close()
+        stack_client.close()
         await server.stop(1.0)
     async with PostgresStore(settings.postgres.dsn.get_secret_value()) as store:
         assert await store.count_items(include_hidden=True) >= 3 * PER_SHELF
