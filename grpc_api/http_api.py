@@ -54,6 +54,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, TypeAdapter
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from grpc_api import metrics, models, security
@@ -551,7 +552,8 @@ class _Observe:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = getattr(scope.get("route"), "path_format", None)
+            matched = scope.get("route")
+            route = matched.path_format if isinstance(matched, Route) else None
             if route is None:
                 # Starlette's own routes (/openapi.json) by path; anything refused unrouted as one label.
                 route = str(scope.get("path", "")) if status < 400 else "unmatched"

@@ -89,9 +89,10 @@ class CandidateGenerator(ABC):
     """Fit on the binary training matrix, then ``candidates(user_rows, n)``."""
 
     name: str = "base"
+    n_items: int | None = None  # the width of the matrix it was fitted on; None before ``fit``
 
     def fit(self, train: Matrix) -> Self:
-        self._n_items = int(train.shape[1])
+        self.n_items = int(train.shape[1])
         self._fit(np.asarray(train, dtype=np.float32))
         return self
 
@@ -101,8 +102,10 @@ class CandidateGenerator(ABC):
     def candidates(self, user_rows: Matrix, n: int) -> CandidateMatrix:
         """[b, n] unseen item indices, best first; ``-1`` where the generator finds fewer than ``n``."""
         rows = np.asarray(user_rows, dtype=np.float32)
-        if rows.ndim != 2 or rows.shape[1] != self._n_items:
-            raise ValueError(f"user_rows must be b x {self._n_items}")
+        if self.n_items is None:
+            raise RuntimeError(f"{self.name}: fit() first")
+        if rows.ndim != 2 or rows.shape[1] != self.n_items:
+            raise ValueError(f"user_rows must be b x {self.n_items}")
         return self._candidates(rows, rows > 0, n)
 
     @abstractmethod
@@ -155,7 +158,7 @@ class _FaissCandidates(CandidateGenerator):
 
     def _candidates(self, rows: Matrix, seen: npt.NDArray[np.bool_], n: int) -> CandidateMatrix:
         queries = np.ascontiguousarray(self._user_vectors(rows), dtype=np.float32)
-        k = min(self._n_items, n + int(seen.sum(axis=1).max(initial=0)))
+        k = min(rows.shape[1], n + int(seen.sum(axis=1).max(initial=0)))
         if self.hnsw:
             self._index.hnsw.efSearch = max(self.ef_search, k)
         _, ranked = self._index.search(queries, k)
@@ -327,7 +330,7 @@ class UnionCandidates(CandidateGenerator):
     def _fit(self, train: Matrix) -> None:
         # Parts already fitted on the same matrix are reused (the study fits each generator once).
         for generator, _ in self.parts.values():
-            if getattr(generator, "_n_items", None) != train.shape[1]:
+            if generator.n_items != train.shape[1]:
                 generator.fit(train)
         self._popularity.fit(train)
 
