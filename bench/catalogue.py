@@ -58,10 +58,8 @@ import numpy.typing as npt
 from bench.common import summary
 from bench.freshness import Background, random_encoder
 from bench.retrieval import QUERY_SCALE_ITEMS, exact_topk, index_bytes, item_vectors, make_queries
-from bench.streaming import Services, kafka_and_postgres, synthetic_items
+from bench.streaming import Services, kafka_and_postgres, synthetic_items, triton_for
 from deploy import stack
-from deploy.process import free_ports
-from deploy.triton import TritonServer
 from encoder_triton.client import EncoderClient
 from grpc_api.client import RecommenderClient
 from grpc_api.errors import NotFound
@@ -442,33 +440,13 @@ def measure_stack(services: Services, triton: TritonSettings, plan: Plan) -> dic
 
 def run_stack(plan: Plan) -> dict[str, Any]:
     try:
-        with kafka_and_postgres(PARTITIONS, "catalogue") as services:
-            http_port, grpc_port, metrics_port = free_ports(3)
-            server = TritonServer(
-                repository=TritonSettings().repository,
-                state_dir=services.root / "triton",
-                http_port=http_port,
-                grpc_port=grpc_port,
-                metrics_port=metrics_port,
-            )
-            try:
-                t0 = time.perf_counter()
-                server.start()
-                triton_start_s = time.perf_counter() - t0
-                triton = TritonSettings(
-                    host=server.host,
-                    http_port=server.http_port,
-                    grpc_port=server.grpc_port,
-                    metrics_port=server.metrics_port,
-                    model_name=server.model_name,
-                )
-                return {
-                    "services_start_s": services.start_s,
-                    "triton_start_s": triton_start_s,
-                    **measure_stack(services, triton, plan),
-                }
-            finally:
-                server.stop()
+        with kafka_and_postgres(PARTITIONS, "catalogue") as services, triton_for(services) as started:
+            triton, triton_start_s = started
+            return {
+                "services_start_s": services.start_s,
+                "triton_start_s": triton_start_s,
+                **measure_stack(services, triton, plan),
+            }
     except Exception as exc:  # reported as null with the reason, never as a made-up number
         result: dict[str, Any] = {key: None for key in HEADLINE_KEYS}
         result["error"] = f"{type(exc).__name__}: {exc}"

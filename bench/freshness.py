@@ -39,10 +39,8 @@ from confluent_kafka import Producer
 from tqdm import tqdm
 
 from bench.common import summary
-from bench.streaming import Services, kafka_and_postgres, rating_watch_events
+from bench.streaming import Services, kafka_and_postgres, rating_watch_events, triton_for
 from deploy import stack
-from deploy.process import free_ports
-from deploy.triton import TritonServer
 from grpc_api.client import RecommenderClient
 from grpc_api.errors import NotFound
 from jobs.build_index import build_index
@@ -275,31 +273,11 @@ def run(quick: bool) -> dict[str, Any]:
         "freshness_review_p99_s",
     )
     try:
-        with kafka_and_postgres(PARTITIONS, "freshness") as services:
-            http_port, grpc_port, metrics_port = free_ports(3)
-            server = TritonServer(
-                repository=TritonSettings().repository,
-                state_dir=services.root / "triton",
-                http_port=http_port,
-                grpc_port=grpc_port,
-                metrics_port=metrics_port,
-            )
-            try:
-                t0 = time.perf_counter()
-                server.start()
-                triton_start_s = time.perf_counter() - t0
-                triton = TritonSettings(
-                    host=server.host,
-                    http_port=server.http_port,
-                    grpc_port=server.grpc_port,
-                    metrics_port=server.metrics_port,
-                    model_name=server.model_name,
-                )
-                load_before = os.getloadavg()[0]
-                result = {"triton_start_s": triton_start_s, **measure(services, triton, probes)}
-                result["load_average_1m"] = [load_before, os.getloadavg()[0]]
-            finally:
-                server.stop()
+        with kafka_and_postgres(PARTITIONS, "freshness") as services, triton_for(services) as started:
+            triton, triton_start_s = started
+            load_before = os.getloadavg()[0]
+            result = {"triton_start_s": triton_start_s, **measure(services, triton, probes)}
+            result["load_average_1m"] = [load_before, os.getloadavg()[0]]
     except Exception as exc:  # reported as null with the reason, never as a made-up number
         result = {key: None for key in keys}
         result["error"] = f"{type(exc).__name__}: {exc}"

@@ -30,6 +30,7 @@ from pydantic import SecretStr
 from deploy.kafka import KafkaBroker
 from deploy.postgres import PostgresServer
 from deploy.process import free_ports
+from deploy.triton import TritonServer
 from llmrec.events.producer import producer_config, topic_for
 from llmrec.events.schema import RatingEvent, WatchEvent, WatchStatus
 from llmrec.events.topics import ensure_system_topics
@@ -287,3 +288,33 @@ def profiles_snapshot(dsn: str, prefix: str) -> ProfilesSnapshot:
         line = f"{event_id[cut:]}|{user_id[cut:]}|{item_id}|{event_type}|{strength!r}\n"
         digest.update(line.encode())
     return ProfilesSnapshot(len(rows), len(events), digest.hexdigest(), vectors, weights)
+
+
+@contextlib.contextmanager
+def triton_for(services: Services) -> Iterator[tuple[TritonSettings, float]]:
+    """A Triton server with the project's encoder on free ports, beside ``services``: its settings and the
+    seconds it took to start; stopped on exit."""
+    http_port, grpc_port, metrics_port = free_ports(3)
+    server = TritonServer(
+        repository=TritonSettings().repository,
+        state_dir=services.root / "triton",
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+    )
+    try:
+        t0 = time.perf_counter()
+        server.start()
+        started_s = time.perf_counter() - t0
+        yield (
+            TritonSettings(
+                host=server.host,
+                http_port=server.http_port,
+                grpc_port=server.grpc_port,
+                metrics_port=server.metrics_port,
+                model_name=server.model_name,
+            ),
+            started_s,
+        )
+    finally:
+        server.stop()
