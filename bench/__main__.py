@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import catalogue, encoder, freshness, ingest, retrieval, scaleout, serving, serving_plot
+from bench import catalogue, encoder, freshness, ingest, learned, retrieval, scaleout, serving, serving_plot
 from bench.common import machine
 from bench.report import headline, markdown
 from llmrec.settings import load_settings
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-encoder", action="store_true", help="no Triton vs in-process encoder run")
     parser.add_argument("--skip-freshness", action="store_true", help="no publish-to-answer freshness run")
     parser.add_argument("--skip-scaleout", action="store_true", help="no 1 vs 2 workers run")
+    parser.add_argument(
+        "--skip-learned", action="store_true", help="no Recommend-through-the-trained-ranker runs"
+    )
     parser.add_argument(
         "--skip-catalogue", action="store_true", help="no live catalogue run (item visibility, ingest, index)"
     )
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_ingest:
         report["ingest"] = {
             "ingest_events_per_s": None,
-            "ingest_vs_raw_ratio": None,
+            "ingest_store_ratio": None,
             "error": "skipped (--skip-ingest)",
         }
     else:
@@ -66,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         report["serving"] = {"error": "skipped (--skip-serving)"}
     else:
         report["serving"] = serving.run(args.quick, load_settings().index_dir)
+    if args.skip_learned:
+        report["learned"] = {"error": "skipped (--skip-learned)"}
+    else:
+        report["learned"] = learned.run(args.quick)
     if args.skip_encoder:
         report["encoder"] = {"error": "skipped (--skip-encoder)"}
     else:

@@ -22,16 +22,19 @@ Three measurements, each against a baseline from the same run:
    read with ``llmrec.events.lag.consumer_lag`` every ``LAG_POLL_S``. ``item_ingest_per_s`` (the issue's
    key) is the user-vector figure.
 3. **Live index** at 100k and 1M items (``--quick``: 100k): an ``ItemIndex`` of the kind the API would
-   build (``jobs.build_index.choose_kind``) over real item vectors tiled (``bench.retrieval.item_vectors``)
+   build (``ranker.retrieval.choose_kind``) over real item vectors tiled (``bench.retrieval.item_vectors``)
    under the keys of ids ``bench:1..n``, served as a ``grpc_api.service.Snapshot``; then 10% of the items
    change through ``grpc_api.live_catalogue.apply_catalogue_rows`` (the API's own path): 5% get a new
    vector (their old row is retired and a new one appended) and 5% are deleted. Measured on the live
    snapshot and, as the baseline, on a fresh ``ItemIndex.build`` of exactly the served items (kind and
    default parameters the same): memory (FAISS serialised size + the embeddings and ids arrays), single
-   query latency (``_search_single_threaded``, k=100: the API's call), and recall@100 of what can be served
+   query latency (``search_single_threaded``, k=100: the API's call; the two indexes' repeats
+   interleaved, so the shared machine's load weighs on both alike), and recall@100 of what can be served
    (hits that are retired or not servable dropped) against the exact top 100 over the served items. Also
-   the cost one catalogue poll pays at that size: ``with_changes`` with 100 new items (a copy of the
-   index) and ``apply_catalogue_rows`` with the same 100 rows (that plus a new snapshot). Above
+   the cost one catalogue poll pays at that size, after the burst's new rows are merged into the FAISS
+   index (``merge_s``, what the API's follower does in the background): ``apply_catalogue_rows`` with 100
+   new items (index and snapshot derived from the last ones) and ``with_changes`` alone, each over
+   ``repeats`` polls in a row. Above
    ``bench.retrieval.QUERY_SCALE_ITEMS`` items the timed queries shrink in proportion, as in the
    retrieval section.
 
@@ -55,17 +58,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from bench.common import summary
+from bench.common import spread, summary
 from bench.freshness import Background, random_encoder
 from bench.retrieval import QUERY_SCALE_ITEMS, exact_topk, index_bytes, item_vectors, make_queries
 from bench.streaming import Services, kafka_and_postgres, synthetic_items, triton_for
 from deploy import stack
 from encoder_triton.client import EncoderClient
-from grpc_api.client import RecommenderClient
-from grpc_api.errors import NotFound
-from grpc_api.live_catalogue import LiveItem, apply_catalogue_rows
+from grpc_api.live_catalogue import LiveItem, adopt_merged, apply_catalogue_rows
 from grpc_api.service import Snapshot
-from jobs.build_index import build_index, choose_kind
+from jobs.build_index import build_index
 from llmrec.catalogue import load_catalogue
 from llmrec.data_source import sample_source
 from llmrec.events.lag import consumer_lag
@@ -75,7 +76,9 @@ from llmrec.item_ids import item_keys
 from llmrec.item_text import embedding_text_of
 from llmrec.settings import Settings, TritonSettings, load_settings
 from llmrec.store.interface import StoredItem, Version
-from ranker.retrieval import IndexKind, ItemIndex, index_kind
+from llmrec_client.client import RecommenderClient
+from llmrec_client.errors import NotFound
+from ranker.retrieval import IndexKind, ItemIndex, choose_kind, index_kind
 
 PARTITIONS = 4
 DIM = 384
@@ -148,6 +151,9 @@ FULL = Plan(
     latency_queries=1_000,
     repeats=5,
 )
+
+# The figures of one poll (``poll_cost``).
+POLL_KEYS = ("with_changes_100_s", "apply_100_rows_s")
 
 HEADLINE_KEYS = (
     "item_visible_p50_s",
@@ -476,19 +482,35 @@ def _stored(item_id: str, vector: npt.NDArray[np.float32] | None, seq: int, dele
     )
 
 
-def _latency_ms(index: ItemIndex, queries: npt.NDArray[np.float32], repeats: int) -> dict[str, Any]:
-    for q in queries[:20]:
-        index._search_single_threaded(q, K)
-    p50s, p99s = [], []
-    for _ in range(repeats):
-        times = []
-        for q in queries:
-            t0 = time.perf_counter()
-            index._search_single_threaded(q, K)
-            times.append((time.perf_counter() - t0) * 1000)
-        p50s.append(float(np.percentile(times, 50)))
-        p99s.append(float(np.percentile(times, 99)))
-    return {"p50_ms": summary(p50s), "p99_ms": summary(p99s), "queries_per_repeat": len(queries)}
+def _latency_ms(
+    indexes: dict[str, ItemIndex], queries: npt.NDArray[np.float32], repeats: int
+) -> dict[str, dict[str, Any]]:
+    """Single-query latency of each index, the indexes' repeats interleaved (in alternating order), so
+    the load of this shared machine weighs on each alike."""
+    for index in indexes.values():
+        for q in queries[:20]:
+            index.search_single_threaded(q, K)
+    p50s: dict[str, list[float]] = {name: [] for name in indexes}
+    p99s: dict[str, list[float]] = {name: [] for name in indexes}
+    for repeat in range(repeats):
+        names = list(indexes) if repeat % 2 == 0 else list(reversed(indexes))
+        for name in names:
+            index = indexes[name]
+            times = []
+            for q in queries:
+                t0 = time.perf_counter()
+                index.search_single_threaded(q, K)
+                times.append((time.perf_counter() - t0) * 1000)
+            p50s[name].append(float(np.percentile(times, 50)))
+            p99s[name].append(float(np.percentile(times, 99)))
+    return {
+        name: {
+            "p50_ms": summary(p50s[name]),
+            "p99_ms": summary(p99s[name]),
+            "queries_per_repeat": len(queries),
+        }
+        for name in indexes
+    }
 
 
 def _memory_mb(index: ItemIndex) -> dict[str, float]:
@@ -502,8 +524,6 @@ def _evaluate(
     servable: npt.NDArray[np.int64],
     recall_q: npt.NDArray[np.float32],
     truth: npt.NDArray[np.int64],
-    latency_q: npt.NDArray[np.float32],
-    repeats: int,
 ) -> dict[str, Any]:
     _, found = index.search(recall_q, K)
     usable = served_mask(found, servable).sum(axis=1).astype(np.float64)
@@ -514,11 +534,14 @@ def _evaluate(
         **_memory_mb(index),
         "recall100": served_recall(found, truth, servable),
         "servable_hits_per_query": summary(usable),
-        **_latency_ms(index, latency_q, repeats),
     }
 
 
-def index_size(n: int, plan: Plan, embeddings_path: Path, seed: int = 7) -> dict[str, Any]:
+def index_size(
+    n: int, plan: Plan, embeddings_path: Path, seed: int = 7, poll_only: bool = False
+) -> dict[str, Any]:
+    """One size of the live-index section; ``poll_only``: up to the poll cost, without the recall,
+    latency and rebuild comparison (the 1M run of that takes most of an hour on 2 shared cores)."""
     rng = np.random.default_rng(seed)
     kind: IndexKind = choose_kind(n)
     vectors, source = item_vectors(n, embeddings_path, rng)
@@ -558,6 +581,14 @@ def index_size(n: int, plan: Plan, embeddings_path: Path, seed: int = 7) -> dict
     out["changes"] = {"vector_changed": len(changes.changed), "deleted": len(changes.removed)}
     del snapshot, rows
     gc.collect()
+    # The burst's new rows, merged into the FAISS index as the API's follower does in the background.
+    live, out["merge_s"] = merge_delta(live)
+    if poll_only:
+        dim = int(vectors.shape[1])
+        del vectors, new_vectors
+        gc.collect()
+        out.update(poll_cost(live, dim, plan.repeats, rng))
+        return out
 
     # What is served now, and the exact top 100 over it.
     current = vectors.copy()
@@ -587,8 +618,11 @@ def index_size(n: int, plan: Plan, embeddings_path: Path, seed: int = 7) -> dict
     out["rebuild_s"] = time.perf_counter() - t0
     del served_vectors
     gc.collect()
-    out["live"] = _evaluate(live.index, servable, recall_q, truth, latency_q, plan.repeats)
-    out["rebuild"] = _evaluate(rebuilt, servable, recall_q, truth, latency_q, plan.repeats)
+    out["live"] = _evaluate(live.index, servable, recall_q, truth)
+    out["rebuild"] = _evaluate(rebuilt, servable, recall_q, truth)
+    latency = _latency_ms({"live": live.index, "rebuild": rebuilt}, latency_q, plan.repeats)
+    for name, figures in latency.items():
+        out[name].update(figures)
     del rebuilt
     gc.collect()
     for key, name in (("total_mb", "memory"), ("recall100", "recall100")):
@@ -596,37 +630,56 @@ def index_size(n: int, plan: Plan, embeddings_path: Path, seed: int = 7) -> dict
     for key in ("p50_ms", "p99_ms"):
         out[f"{key}_live_vs_rebuild"] = out["live"][key]["median"] / out["rebuild"][key]["median"]
 
-    # The cost of one poll at this size: 100 new items.
-    poll_ids = [f"bench:poll{j}" for j in range(POLL_ITEMS)]
-    poll_vectors = unit_vectors(POLL_ITEMS, dim, rng)
-    poll_keys = item_keys(poll_ids)
-    times = []
-    for _ in range(plan.repeats):
-        t0 = time.perf_counter()
-        live.index.with_changes(poll_keys, poll_vectors, [], "poll")
-        times.append(time.perf_counter() - t0)
-        gc.collect()
-    out["with_changes_100_s"] = summary(times)
-    poll_rows = [_stored(i, poll_vectors[j], j, deleted=False) for j, i in enumerate(poll_ids)]
-    times = []
-    for _ in range(plan.repeats):
-        t0 = time.perf_counter()
-        apply_catalogue_rows(live, poll_rows, cursor=1)
-        times.append(time.perf_counter() - t0)
-        gc.collect()
-    out["apply_100_rows_s"] = summary(times)
+    out.update(poll_cost(live, dim, plan.repeats, rng))
     del live
     gc.collect()
     return out
 
 
-def run_index(plan: Plan, embeddings_path: Path) -> dict[str, Any]:
+def merge_delta(live: Snapshot) -> tuple[Snapshot, float]:
+    """``live`` with its delta rows merged into the FAISS index, as the API's follower does in the
+    background after a burst (``ItemIndex.merged`` then ``adopt_merged``), and the seconds it took."""
+    t0 = time.perf_counter()
+    merged = adopt_merged(live, live.index.merged())
+    return merged, time.perf_counter() - t0
+
+
+def poll_cost(live: Snapshot, dim: int, repeats: int, rng: np.random.Generator) -> dict[str, Any]:
+    """The cost of one poll at this size: ``POLL_ITEMS`` new items, ``repeats`` polls in a row, each derived
+    from the previous one as the API does (``apply_catalogue_rows``: index and snapshot), then the same
+    through ``ItemIndex.with_changes`` alone."""
+    snapshot = live
+    times = []
+    for r in range(repeats):
+        ids = [f"bench:poll{r}-{j}" for j in range(POLL_ITEMS)]
+        vectors = unit_vectors(POLL_ITEMS, dim, rng)
+        rows = [_stored(i, vectors[j], j, deleted=False) for j, i in enumerate(ids)]
+        gc.collect()
+        t0 = time.perf_counter()
+        snapshot = apply_catalogue_rows(snapshot, rows, cursor=r + 1)
+        times.append(time.perf_counter() - t0)
+    out: dict[str, Any] = {"apply_100_rows_s": summary(times)}
+    index = snapshot.index
+    times = []
+    for r in range(repeats):
+        keys = item_keys([f"bench:index-poll{r}-{j}" for j in range(POLL_ITEMS)])
+        vectors = unit_vectors(POLL_ITEMS, dim, rng)
+        gc.collect()
+        t0 = time.perf_counter()
+        index = index.with_changes(keys, vectors, [], f"poll{r}")
+        times.append(time.perf_counter() - t0)
+    out["with_changes_100_s"] = summary(times)
+    out["poll_delta_rows"] = index.delta_rows
+    return out
+
+
+def run_index(plan: Plan, embeddings_path: Path, poll_only: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"sizes": {}}
     for n in plan.index_sizes:
         t0 = time.perf_counter()
         load_before = _load()
         try:
-            entry = index_size(n, plan, embeddings_path)
+            entry = index_size(n, plan, embeddings_path, poll_only=poll_only)
         except Exception as exc:
             entry = {"error": f"{type(exc).__name__}: {exc}"}
         entry["wall_s"] = time.perf_counter() - t0
@@ -694,13 +747,6 @@ def catalogue_headline(report: dict[str, Any], reasons: dict[str, str]) -> dict[
     return out
 
 
-def _spread(s: dict[str, Any] | None, digits: int = 2) -> str:
-    if not s or s.get("median") is None:
-        return "n/a"
-    f = f"{{:.{digits}f}}"
-    return f"{f.format(s['median'])} [{f.format(s['min'])}–{f.format(s['max'])}] (n={s['n']})"
-
-
 def _pair(entry: dict[str, Any], key: str, digits: int = 3) -> str:
     values = entry.get(key) or [None, None]
     return " → ".join("?" if v is None else f"{v:.{digits}f}" for v in values)
@@ -731,9 +777,9 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
             "| probe | p50 s | p99 s | median [min–max] s |",
             "|---|---|---|---|",
             f"| text, embedded by the worker through Triton | {e['p50']:.3f} | {e['p99']:.3f} "
-            f"| {_spread(e, 3)} |",
+            f"| {spread(e, 3)} |",
             f"| user-supplied vector (no embedding; baseline) | {u['p50']:.3f} | {u['p99']:.3f} "
-            f"| {_spread(u, 3)} |",
+            f"| {spread(u, 3)} |",
             "",
             f"Embedding's share (an estimate): one probe text through `EncoderClient.embed_and_score` on the "
             f"same Triton, same run: median {c['embed_one_text_s']['median'] * 1000:.1f} ms "
@@ -782,23 +828,54 @@ def markdown_lines(report: dict[str, Any]) -> list[str]:
                 f"| {name}{' (baseline)' if name == 'rebuild' else ''} | {e['rows']:,} "
                 f"| {e['retired_rows']:,} "
                 f"| {e['total_mb']:.0f} ({e['faiss_serialised_mb']:.0f} + {e['arrays_mb']:.0f}) "
-                f"| {e['recall100']:.4f} | {_spread(e['servable_hits_per_query'], 1)} "
-                f"| {_spread(e['p50_ms'], 3)} | {_spread(e['p99_ms'], 3)} |"
+                f"| {e['recall100']:.4f} | {spread(e['servable_hits_per_query'], 1)} "
+                f"| {spread(e['p50_ms'], 3)} | {spread(e['p99_ms'], 3)} |"
             )
         lines += [
             "",
             "Recall counts only what a snapshot can serve: FAISS still holds the retired rows (changed "
-            "vectors' old rows, id -1) and the deleted items' rows (`apply_catalogue_rows` drops a hidden or "
-            "deleted item from the snapshot's items, which masks its row, but does not retire it), and both "
-            "take result slots that the answer then drops (servable hits of 100 above). The rebuild is "
+            "vectors' old rows and deleted items' rows, id -1; runs before deletes retired their rows "
+            "counted only the former, the deleted rows being masked as not servable), and they take "
+            "result slots that the answer then drops (servable hits of 100 above). The rebuild is "
             "`ItemIndex.build` over exactly the served items (what `compacted()` builds when every removed "
             "row is retired).",
             "",
             f"Live / rebuild: memory {s['memory_live_vs_rebuild']:.3f}×, recall@100 "
             f"{s['recall100_live_vs_rebuild']:.4f}×, p50 {s['p50_ms_live_vs_rebuild']:.2f}×, p99 "
-            f"{s['p99_ms_live_vs_rebuild']:.2f}×. One poll's cost at this size, {POLL_ITEMS} new items: "
-            f"`with_changes` {_spread(s['with_changes_100_s'], 3)} s, `apply_catalogue_rows` (that plus a "
-            f"new snapshot) {_spread(s['apply_100_rows_s'], 3)} s.",
+            f"{s['p99_ms_live_vs_rebuild']:.2f}×.",
             "",
+            *_poll_lines(s),
         ]
     return lines
+
+
+def _poll_lines(s: dict[str, Any]) -> list[str]:
+    text = (
+        f"One poll's cost at this size, {POLL_ITEMS} new items, polls in a row (each derived from the last, "
+        f"as the API does): `apply_catalogue_rows` (index and snapshot) "
+        f"{spread(s['apply_100_rows_s'], 3)} s, of which `ItemIndex.with_changes` alone "
+        f"{spread(s['with_changes_100_s'], 3)} s."
+    )
+    if s.get("merge_s") is not None:
+        text += (
+            f" Before the polls, the burst's new rows were merged into the FAISS index as the API's "
+            f"follower does in the background (`ItemIndex.merged`, {s['merge_s']:.1f} s); the polls' rows "
+            "are searched exactly next to it until the next merge."
+        )
+    again = s.get("poll_remeasured")
+    if again:
+        text += (
+            f" These poll figures were remeasured at {again['at']} by `python -m bench.catalogue_index "
+            f"--poll-only` (the same build; full snapshot {again['snapshot_s']:.1f} s, the "
+            f"10% changes {again['apply_10pct_s']:.1f} s, the merge, then the polls; no recall, latency or "
+            f"rebuild; load average {_pair(again, 'load_average_1m', 1)}); the other figures of this size "
+            "are from the report's own run."
+        )
+    before = s.get("poll_before")
+    if before:
+        text += (
+            f" Before issue 13's incremental snapshots (a copy of the FAISS index and every row's metadata "
+            f"per poll): `apply_catalogue_rows` {spread(before.get('apply_100_rows_s'), 3)} s, "
+            f"`with_changes` {spread(before.get('with_changes_100_s'), 3)} s."
+        )
+    return [text, ""]

@@ -78,3 +78,11 @@ def rss_mb() -> float | None:
     except OSError:
         pass
     return None
+
+
+def spread(s: dict[str, Any] | None, digits: int = 2) -> str:
+    """A ``summary`` as ``median [min–max] (n=repeats)``, or ``n/a``."""
+    if not s or s.get("median") is None:
+        return "n/a"
+    f = f"{{:.{digits}f}}"
+    return f"{f.format(s['median'])} [{f.format(s['min'])}–{f.format(s['max'])}] (n={s['n']})"

@@ -41,8 +41,6 @@ from tqdm import tqdm
 from bench.common import summary
 from bench.streaming import Services, kafka_and_postgres, rating_watch_events, triton_for
 from deploy import stack
-from grpc_api.client import RecommenderClient
-from grpc_api.errors import NotFound
 from jobs.build_index import build_index
 from llmrec.catalogue import load_catalogue
 from llmrec.data_source import sample_source
@@ -51,6 +49,8 @@ from llmrec.events.schema import RatingEvent, ReviewEvent
 from llmrec.events.validation import AnyEvent, encode_event
 from llmrec.metrics_http import scrape
 from llmrec.settings import Settings, TritonSettings
+from llmrec_client.client import RecommenderClient
+from llmrec_client.errors import NotFound
 
 PARTITIONS = 4
 DIM = 384

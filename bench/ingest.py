@@ -16,7 +16,16 @@ from the same full backlog.
     at the first poll (every 0.1 s) at which the ledger holds all N events: ingest_events_per_s = N / that
     time. The spread given is over the 1-second windows of the ledger's growth within the run. The
     worker's own Prometheus metrics give the batch sizes it formed.
-ingest_vs_raw_ratio = (b) / median of (a).
+(c) bare store rate (the store baseline): the same events (the same generator, a fresh id prefix, so the
+    same number of new ledger rows and new profiles) written by a plain synchronous psycopg loop on one
+    connection, in batches of the worker's mean batch size as its metrics reported it: per batch one
+    transaction with one multi-row ``INSERT .. ON CONFLICT DO NOTHING`` of the ledger rows (every ledger
+    column, strengths computed up front) and one multi-row upsert of the batch's profiles (a fixed unit
+    vector per user, the counters and the latest event time): no Kafka, no decoding, no preference
+    arithmetic, no profile read. ``RAW_STORE_REPEATS`` passes, each on fresh ids; events/s = N / time from
+    the first statement to the last commit.
+ingest_store_ratio = (b) / median of (c): the share of a bare database writer's rate the worker keeps.
+The consume ratio (b) / median of (a) stays in the section as ``worker_vs_raw_consume_ratio``.
 
 ``python -m bench.ingest [--quick] [--profile FILE] [--compare-batch-size N] [--baseline-src DIR]`` runs
 this section alone. ``--profile`` attaches py-spy to the worker (collapsed stacks to FILE; the rate then
@@ -39,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psycopg
 from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
 
@@ -52,9 +62,13 @@ from bench.streaming import (
     synthetic_items,
 )
 from deploy.worker import start_worker
+from llmrec.events.schema import RatingEvent, WatchEvent
 from llmrec.events.topics import client_config
+from llmrec.events.validation import AnyEvent
+from llmrec.item_ids import item_key
 from llmrec.metrics_http import scrape
 from llmrec.settings import Settings
+from ranker.preferences import SignalWeights, event_strength
 from ranker.retrieval import ItemIndex
 
 USERS = 1000
@@ -62,6 +76,7 @@ ITEMS = 2000
 DIM = 384
 PARTITIONS = 4
 RAW_REPEATS = 5
+RAW_STORE_REPEATS = 3
 
 
 def build_random_index(settings: Settings, item_ids: np.ndarray, dim: int = DIM, seed: int = 11) -> None:
@@ -105,6 +120,102 @@ def raw_consume(settings: Settings, topics: tuple[str, ...], expected: int) -> d
         }
     finally:
         consumer.close()
+
+
+_BARE_LEDGER = """
+INSERT INTO interactions (
+    event_id, user_id, item_id, event_type, event_time, strength, rating, sentiment, status,
+    episodes_watched, source_topic, source_partition, source_offset)
+SELECT * FROM unnest(
+    %s::text[], %s::text[], %s::bigint[], %s::text[], %s::timestamptz[], %s::float8[], %s::float8[],
+    %s::float8[], %s::text[], %s::integer[], %s::text[], %s::integer[], %s::bigint[])
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+_BARE_PROFILES = """
+INSERT INTO user_profiles AS p (
+    user_id, vector_sum, weight_sum, ref_time, ratings, reviews, watch_events, last_event_time)
+SELECT u.user_id, u.vector::real[], u.weight_sum, u.ref_time, u.ratings, 0, u.watch_events, u.ref_time
+FROM unnest(%(users)s::text[], %(vectors)s::text[], %(weight_sums)s::float8[], %(ref_times)s::timestamptz[],
+            %(ratings)s::integer[], %(watch_events)s::integer[])
+     AS u(user_id, vector, weight_sum, ref_time, ratings, watch_events)
+ON CONFLICT (user_id) DO UPDATE SET
+    vector_sum = EXCLUDED.vector_sum,
+    weight_sum = p.weight_sum + EXCLUDED.weight_sum,
+    ref_time = GREATEST(p.ref_time, EXCLUDED.ref_time),
+    ratings = p.ratings + EXCLUDED.ratings,
+    watch_events = p.watch_events + EXCLUDED.watch_events,
+    last_event_time = GREATEST(p.last_event_time, EXCLUDED.last_event_time),
+    updated_at = now()
+"""
+
+
+def ledger_rows(events: list[AnyEvent], topics: dict[str, str]) -> list[tuple[Any, ...]]:
+    """The ledger row of each event as the worker writes it (strength from the same signal weights);
+    ``topics`` maps an event type to its topic name."""
+    weights = SignalWeights()
+    rows = []
+    for offset, e in enumerate(events):
+        rating = e.rating if isinstance(e, RatingEvent) else None
+        watch = e if isinstance(e, WatchEvent) else None
+        rows.append(
+            (
+                e.event_id,
+                e.user_id,
+                item_key(e.item_id),
+                str(e.event_type.value),
+                e.event_time,
+                event_strength(e, weights),
+                rating,
+                None,
+                watch.status.value if watch else None,
+                watch.episodes_watched if watch else None,
+                topics[str(e.event_type.value)],
+                0,
+                offset,
+            )
+        )
+    return rows
+
+
+def bare_store(dsn: str, rows: list[tuple[Any, ...]], batch_size: int, dim: int = DIM) -> dict[str, float]:
+    """``rows`` written by a plain psycopg loop in batches of ``batch_size`` (see the module docstring)."""
+    # One fixed unit vector, as a PostgreSQL array literal (parsed once per row by the server).
+    vector = "{" + ",".join([f"{1.0 / np.sqrt(dim):.6f}"] * dim) + "}"
+    with psycopg.connect(dsn) as conn:
+        t0 = time.perf_counter()
+        batches = 0
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            columns = [list(c) for c in zip(*batch, strict=True)]
+            users = sorted({r[1] for r in batch})
+            ratings = {u: 0 for u in users}
+            watches = {u: 0 for u in users}
+            weight = {u: 0.0 for u in users}
+            latest = {u: batch[0][4] for u in users}
+            for r in batch:
+                if r[3] == "watch":
+                    watches[r[1]] += 1
+                else:
+                    ratings[r[1]] += 1
+                weight[r[1]] += abs(r[5])
+                latest[r[1]] = max(latest[r[1]], r[4])
+            with conn.transaction():
+                conn.execute(_BARE_LEDGER, columns)
+                conn.execute(
+                    _BARE_PROFILES,
+                    {
+                        "vectors": [vector] * len(users),
+                        "users": users,
+                        "weight_sums": [weight[u] for u in users],
+                        "ref_times": [latest[u] for u in users],
+                        "ratings": [ratings[u] for u in users],
+                        "watch_events": [watches[u] for u in users],
+                    },
+                )
+            batches += 1
+        seconds = time.perf_counter() - t0
+    return {"events_per_s": len(rows) / seconds, "seconds": seconds, "batches": float(batches)}
 
 
 def window_rates(samples: list[tuple[float, int]], window_s: float = 1.0) -> list[float]:
@@ -238,9 +349,21 @@ def measure(
     worker = measure_worker(settings, services.dsn, prefix, count, timeout_s=300, profile=profile)
     result["worker"] = worker
     result["ingest_events_per_s"] = worker["ingest_events_per_s"]
-    result["ingest_vs_raw_ratio"] = (
+    result["worker_vs_raw_consume_ratio"] = (
         worker["ingest_events_per_s"] / result["raw_consume_events_per_s"]["median"]
     )
+    # The store baseline: the same rows through a bare psycopg loop, in the worker's batch sizes.
+    sizes = worker["mean_batch_size_by_topic"]
+    batch = max(1, round(sum(sizes.values()) / len(sizes))) if sizes else settings.worker.batch_size
+    topic_of = {"rating": settings.kafka.ratings_topic, "watch": settings.kafka.watch_topic}
+    item_ids, _ = synthetic_items(ITEMS)
+    bare = []
+    for _ in tqdm(range(RAW_STORE_REPEATS), desc="bare store"):
+        events = rating_watch_events(f"s{uuid.uuid4().hex[:6]}-", count, item_ids, USERS)
+        bare.append(bare_store(services.dsn, ledger_rows(events, topic_of), batch))
+    result["bare_store_batch_size"] = batch
+    result["bare_store_events_per_s"] = summary([b["events_per_s"] for b in bare])
+    result["ingest_store_ratio"] = worker["ingest_events_per_s"] / result["bare_store_events_per_s"]["median"]
     # Other batch sizes on their own copies of the backlog, right after, for a same-run comparison.
     for size in compare_batch_sizes:
         other, other_prefix, _ = publish_backlog(services, f"ingest-batch{size}", count, size)
@@ -273,7 +396,7 @@ def run(
             result["load_average_1m"] = [load_before, os.getloadavg()[0]]
     except Exception as exc:  # reported as null with the reason, never as a made-up number
         result.setdefault("ingest_events_per_s", None)
-        result.setdefault("ingest_vs_raw_ratio", None)
+        result.setdefault("ingest_store_ratio", None)
         result["error"] = f"{type(exc).__name__}: {exc}"
     return result
 

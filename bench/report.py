@@ -6,7 +6,9 @@ from typing import Any
 
 from bench.catalogue import catalogue_headline, catalogue_keys
 from bench.catalogue import markdown_lines as catalogue_lines
+from bench.common import spread
 from bench.encoder import markdown_lines
+from bench.learned_report import LEARNED_KEYS, learned_headline, learned_lines
 from bench.streaming_report import FRESHNESS_KEYS, freshness_headline, streaming_lines
 
 # Keys whose value is null, with the reason (filled in by ``headline``).
@@ -19,10 +21,12 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     reasons: Reasons = {}
     out: dict[str, Any] = {
         "ingest_events_per_s": ingest.get("ingest_events_per_s"),
-        "ingest_vs_raw_ratio": ingest.get("ingest_vs_raw_ratio"),
+        "ingest_store_ratio": ingest.get("ingest_store_ratio"),
     }
     if out["ingest_events_per_s"] is None:
-        reasons["ingest_events_per_s"] = reasons["ingest_vs_raw_ratio"] = ingest.get("error", "not measured")
+        reasons["ingest_events_per_s"] = ingest.get("error", "not measured")
+    if out["ingest_store_ratio"] is None:
+        reasons["ingest_store_ratio"] = ingest.get("error", "not measured")
     out.update(freshness_headline(report, reasons))
     out.update(catalogue_headline(report, reasons))
 
@@ -72,15 +76,11 @@ def headline(report: dict[str, Any]) -> dict[str, Any]:
     out["api_rss_mb_1m"] = api1m["rss_mb"] if api1m else None
     if not api1m:
         reasons["api_rss_mb_1m"] = serving.get("error", "1M items are only served without --quick")
+    # The served learned path (bench.learned): its keys override the index-only 1M figures above, which
+    # stay in the retrieval and serving sections.
+    out.update(learned_headline(report, reasons, out))
     out["null_reasons"] = reasons
     return out
-
-
-def _spread(s: dict[str, Any], digits: int = 2) -> str:
-    if not s or s.get("median") is None:
-        return "n/a"
-    f = f"{{:.{digits}f}}"
-    return f"{f.format(s['median'])} [{f.format(s['min'])}–{f.format(s['max'])}] (n={s['n']})"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -107,12 +107,13 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for key in (
         "ingest_events_per_s",
-        "ingest_vs_raw_ratio",
+        "ingest_store_ratio",
         *FRESHNESS_KEYS,
         "recommend_p99_ms_100k",
         "recommend_qps_100k",
         "ann_recall100_1m",
         "api_rss_mb_1m",
+        *LEARNED_KEYS,
         *catalogue_keys(),
     ):
         value = report.get(key)
@@ -125,6 +126,8 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("recommend_source_100k"):
         lines += ["", f"`recommend_*_100k`: {report['recommend_source_100k']}"]
 
+    if report.get("api_rss_mb_1m_source"):
+        lines += ["", f"`api_rss_mb_1m`: {report['api_rss_mb_1m_source']}"]
     if report.get("ann_recall100_1m_source"):
         lines += ["", f"`ann_recall100_1m`: {report['ann_recall100_1m_source']}"]
 
@@ -153,7 +156,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {name}{' (baseline)' if e.get('role') == 'baseline' else ''} | {e['params'] or '—'} "
                 f"| {e['build_s']:.2f} | {e['memory_mb']:.0f} | {e['recall100']:.4f} "
                 f"| {default_cell} "
-                f"| {_spread(e['p50_ms'], 3)} | {_spread(e['p99_ms'], 3)} | {_spread(e['qps'], 0)} "
+                f"| {spread(e['p50_ms'], 3)} | {spread(e['p99_ms'], 3)} | {spread(e['qps'], 0)} "
                 f"| {e['p50_speedup_vs_numpy']:.2f}× | {e['qps_vs_numpy']:.2f}× |"
             )
         for name, why in size.get("skipped", {}).items():
@@ -166,6 +169,7 @@ def markdown(report: dict[str, Any]) -> str:
                 lines.append(f"\n{name} tuning (setting→recall@100): {trials}; target {reached}.")
         lines.append("")
 
+    lines += learned_lines(report)
     lines += _serving_lines(report)
     lines += _encoder_lines(report)
 
@@ -208,7 +212,7 @@ def _serving_lines(report: dict[str, Any]) -> list[str]:
             ratio = f"{p['p50_ms']['median'] / r['methods'][index['kind']]['p50_ms']['median']:.1f}×"
         lines.append(
             f"| {int(n):,} | {index['kind']} {index['params']} | {p['users_in_db']:,} "
-            f"| {_spread(p['p50_ms'])} | {_spread(p['p99_ms'])} | {_spread(p['qps'], 0)} "
+            f"| {spread(p['p50_ms'])} | {spread(p['p99_ms'])} | {spread(p['qps'], 0)} "
             f"| {p['errors'] or 0} | {p['rss_mb']:.0f} ({p['peak_rss_mb']:.0f}) | {ratio} |"
         )
     lines += [
@@ -220,8 +224,8 @@ def _serving_lines(report: dict[str, Any]) -> list[str]:
     for count, p in sv.get("processes", {}).items():
         lines += [
             f"The {int(sv['users_sweep_items']):,}-item point again with {count} API processes sharing the "
-            f"port (`api.processes={count}`), same database and load: p50 {_spread(p['p50_ms'])} ms, p99 "
-            f"{_spread(p['p99_ms'])} ms, {_spread(p['qps'], 0)} req/s "
+            f"port (`api.processes={count}`), same database and load: p50 {spread(p['p50_ms'])} ms, p99 "
+            f"{spread(p['p99_ms'])} ms, {spread(p['qps'], 0)} req/s "
             f"({p['qps_vs_one_process']:.2f}× one process), errors {p['errors'] or 0}, RSS of all "
             f"processes {p['rss_mb']:.0f} MB.",
             "",
@@ -235,7 +239,7 @@ def _serving_lines(report: dict[str, Any]) -> list[str]:
     ]
     for u, p in sv["users"].items():
         lines.append(
-            f"| {int(u):,} | {_spread(p['p50_ms'])} | {_spread(p['p99_ms'])} | {_spread(p['qps'], 0)} "
+            f"| {int(u):,} | {spread(p['p50_ms'])} | {spread(p['p99_ms'])} | {spread(p['qps'], 0)} "
             f"| {p['errors'] or 0} |"
         )
     growth = sv.get("growth", {})

@@ -7,13 +7,13 @@ What is measured, per catalogue size n (10k and 100k; 1M without ``--quick``):
 - queries: user-like vectors, each the renormalised mean of ``QUERY_MIX`` random item vectors (a user's
   preference vector is a weighted sum of item vectors);
 - recall@100 of each index against the exact top 100 (numpy, float32 inner product);
-- HNSW only up to ``jobs.build_index.HNSW_MAX_ITEMS`` (its build time; the API uses IVF above that);
+- HNSW only up to ``ranker.retrieval.HNSW_MAX_ITEMS`` (its build time; the API uses IVF above that);
   above 200k items the timed query counts shrink in proportion (exact search costs ~100 ms a query at 1M);
 - IVF (nlist from ``ItemIndex``, about 4*sqrt(n), at most 1024) and HNSW (M=32, efConstruction=200,
   from ``ItemIndex``):
   nprobe / efSearch tuned upward until recall@100 >= 0.95 (the smallest setting that reaches it); the
   recall of ``ItemIndex``'s default parameters (what the API serves today) is reported too;
-- single-query latency through ``ItemIndex._search_single_threaded`` (the call ``search_async``, i.e. the
+- single-query latency through ``ItemIndex.search_single_threaded`` (the call ``search_async``, i.e. the
   API, makes: one OpenMP thread per call), k=100, p50 and p99 per repeat; the numpy baseline runs with
   BLAS limited to one thread for the same reason;
 - throughput with 8 client threads sharing the index (queries/s), per repeat;
@@ -38,8 +38,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from bench.common import summary
-from jobs.build_index import HNSW_MAX_ITEMS, choose_kind
-from ranker.retrieval import IndexKind, ItemIndex
+from ranker.retrieval import HNSW_MAX_ITEMS, IndexKind, ItemIndex, choose_kind
 
 K = 100
 RECALL_TARGET = 0.95
@@ -133,7 +132,7 @@ def served_search(index: ItemIndex) -> SearchFn:
     """The call the API makes per request (``search_async`` runs it in a worker thread)."""
 
     def search(query: np.ndarray) -> Any:
-        return index._search_single_threaded(query, K)
+        return index.search_single_threaded(query, K)
 
     return search
 
@@ -246,7 +245,7 @@ def bench_size(n: int, plan: Plan, embeddings_path: Path, seed: int) -> dict[str
     if n > HNSW_MAX_ITEMS:
         kinds = ("flat", "ivf")
         result["skipped"] = {
-            "hnsw": f"not built above {HNSW_MAX_ITEMS:,} items (jobs.build_index.HNSW_MAX_ITEMS): its "
+            "hnsw": f"not built above {HNSW_MAX_ITEMS:,} items (ranker.retrieval.HNSW_MAX_ITEMS): its "
             "build time grows faster than n (see the 100k row), so at this size it would take most of the run"
         }
     for kind in kinds:

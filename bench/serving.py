@@ -11,7 +11,7 @@ Set-up (everything real, started for the run and stopped at the end):
   and renormalised); copy c of MAL item i gets anime id ``i + c * ID_STRIDE`` (``mal:<that>``) and i's
   title (suffixed ``#c``), genres and member count, so genre filters and the popularity prior behave as
   on the real catalogue;
-- the index kind the API would be given at that size (``jobs.build_index.choose_kind``); an IVF index
+- the index kind the API would be given at that size (``ranker.retrieval.choose_kind``); an IVF index
   gets the smallest nprobe whose recall@100 against exact search reaches 0.95 on 200 user-like queries;
   index folders are cached in ``.llmrec/bench-cache`` between runs (keyed by size, kind, seed, noise and
   the embeddings' content), and the report says whether this run built or reused one;
@@ -60,10 +60,8 @@ from deploy.postgres import PostgresServer
 from deploy.process import ManagedProcess, free_port_run, free_ports, spawn
 from deploy.stack import llmrec_command
 from grpc_api import loadtest
-from grpc_api.client import RecommenderClient
 from grpc_api.metrics import handled_series
 from grpc_api.processes import wait_until_all_serving
-from jobs.build_index import choose_kind
 from llmrec.artifacts import EMBEDDINGS_FILE, catalogue_path, load_item_vectors, publish_dir
 from llmrec.catalogue import Catalogue, Item
 from llmrec.events.schema import EventType
@@ -73,8 +71,9 @@ from llmrec.settings import REPO_ROOT, ApiSettings, PostgresSettings, Settings
 from llmrec.store import migrate
 from llmrec.store.interface import LedgerEntry
 from llmrec.store.postgres import PostgresStore
+from llmrec_client.client import RecommenderClient
 from ranker.preferences import DecayPolicy, SignalWeights, rating_signal
-from ranker.retrieval import ItemIndex
+from ranker.retrieval import ItemIndex, choose_kind
 from stream.item_vectors import ArrayItemVectors
 from stream.processing import PreferenceUpdater
 
@@ -307,9 +306,12 @@ class Api:
         name: str,
         source: Path | None = None,
         processes: int = 1,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         """``source``: run the API from another checkout's code (``bench.serving_compare``);
-        ``processes``: ``api.processes`` (each child has its own metrics port, metrics_port + i)."""
+        ``processes``: ``api.processes`` (each child has its own metrics port, metrics_port + i);
+        ``extra_env``: environment variables set for the API process on top of its settings' (a
+        diagnostic such as ``OMP_NUM_THREADS``)."""
         (port,) = free_ports(1)
         metrics_port = free_port_run(processes)
         artifacts = root / f"artifacts-{name}"
@@ -331,7 +333,7 @@ class Api:
         )
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        env = settings_env(self.settings)
+        env = {**settings_env(self.settings), **(extra_env or {})}
         argv = [llmrec_command(), "serve"]
         if source is not None:
             env["PYTHONPATH"] = str(source)

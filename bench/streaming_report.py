@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.common import spread
+
 FRESHNESS_KEYS = (
     "freshness_rating_p50_s",
     "freshness_rating_p99_s",
     "freshness_review_p50_s",
     "freshness_review_p99_s",
 )
-
-
-def _spread(s: dict[str, Any] | None, digits: int = 2) -> str:
-    if not s or s.get("median") is None:
-        return "n/a"
-    f = f"{{:.{digits}f}}"
-    return f"{f.format(s['median'])} [{f.format(s['min'])}–{f.format(s['max'])}] (n={s['n']})"
 
 
 def _load(section: dict[str, Any]) -> str:
@@ -51,17 +46,22 @@ def ingest_lines(g: dict[str, Any]) -> list[str]:
         "",
         "| measurement | events/s | definition |",
         "|---|---|---|",
-        f"| raw consume (baseline) | {_spread(raw, 0)} | plain confluent-kafka `consume(1000)` loop over the "
+        f"| raw consume (baseline) | {spread(raw, 0)} | plain confluent-kafka `consume(1000)` loop over the "
         "same rating and watch topics, new group, from the beginning, reading each key and value, no "
         "parsing; one warm-up pass discarded; (N−1) / (last message − first message) |",
-        f"| raw consume, from assign | {_spread(g['raw_consume_from_assign_events_per_s'], 0)} | the same "
+        f"| raw consume, from assign | {spread(g['raw_consume_from_assign_events_per_s'], 0)} | the same "
         "passes, N / (last message − `assign`) |",
         f"| worker end to end | {w['ingest_events_per_s']:.0f} | `python -m stream`: N / (ledger holds N − "
         "`worker ready` in its log); ledger polled every 0.1 s |",
-        f"| worker, 1-s windows | {_spread(w['window_rates_per_s'], 0)} | ledger growth per ~1 s window "
+        f"| worker, 1-s windows | {spread(w['window_rates_per_s'], 0)} | ledger growth per ~1 s window "
         "within the same run |",
+        f"| bare store (baseline) | {spread(g.get('bare_store_events_per_s', {}), 0)} | the same number of "
+        "new ledger rows and profiles written by a plain psycopg loop on one connection, one transaction "
+        f"per batch of {g.get('bare_store_batch_size', 'n/a')} (the worker's mean batch size): a multi-row "
+        "ledger insert and a multi-row profile upsert; no Kafka, decoding, preference arithmetic or "
+        "profile read |",
         "",
-        f"ingest_vs_raw_ratio = {g['ingest_vs_raw_ratio']:.4f} (worker / median raw). Worker start-up "
+        _store_ratio(g) + " Worker start-up "
         f"(spawn to `worker ready`): {w['startup_s']:.1f} s, not counted; mean batch size by topic "
         f"(from `llmrec_worker_batch_size`): "
         + ", ".join(
@@ -69,6 +69,8 @@ def ingest_lines(g: dict[str, Any]) -> list[str]:
         )
         + ".",
     ]
+    if g.get("note"):
+        lines += ["", f"Note: {g['note']}."]
     if g.get("load_average_1m"):
         lines += ["", f"1-minute load average of the (shared, 2-core) machine: {_load(g)}."]
     base = g.get("baseline_source")
@@ -87,6 +89,15 @@ def ingest_lines(g: dict[str, Any]) -> list[str]:
             f"({w['ingest_events_per_s'] / other['ingest_events_per_s']:.2f}× for the default).",
         ]
     return [*lines, ""]
+
+
+def _store_ratio(g: dict[str, Any]) -> str:
+    ratio = g.get("ingest_store_ratio")
+    if ratio is None:
+        return "ingest_store_ratio: not measured."
+    consume = g.get("worker_vs_raw_consume_ratio")
+    tail = "" if consume is None else f"; worker / raw consume = {consume:.4f}"
+    return f"ingest_store_ratio = {ratio:.4f} (worker / median bare store{tail})."
 
 
 def freshness_lines(f: dict[str, Any]) -> list[str]:

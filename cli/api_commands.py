@@ -10,8 +10,8 @@ import click
 from cli.options import pass_settings
 from cli.render import profile_table, recommendations_table, similar_table
 from grpc_api import loadtest as lt
-from grpc_api.client import RecommenderClient
 from llmrec.settings import Settings
+from llmrec_client.client import RecommenderClient
 
 
 @click.command()

@@ -28,13 +28,11 @@ from rich.console import Console
 from cli.render import changed_recommendations_table, profile_table, recommendations_table, similar_table
 from deploy import stack
 from deploy.process import free_ports
-from grpc_api.client import RecommenderClient
-from grpc_api.errors import NotFound
-from grpc_api.models import Recommendations
 from jobs.build_index import build_index_from_settings
 from jobs.import_items import import_items, movielens_items
 from jobs.publishing import replay
 from jobs.train_ranker import train_ranker_from_settings
+from llmrec.artifacts import current_version
 from llmrec.catalogue import Catalogue, Item
 from llmrec.data_source import SAMPLE_DIR, find_data_file, resolve_data_source
 from llmrec.datasets.movielens import movielens_rating_events
@@ -45,7 +43,10 @@ from llmrec.logs import get_logger
 from llmrec.sample_data.movielens import FOLDER as MOVIELENS_FOLDER
 from llmrec.settings import Settings
 from llmrec.store.postgres import PostgresStore
-from ranker.model.serving import current_version, is_outdated
+from llmrec_client.client import RecommenderClient
+from llmrec_client.errors import NotFound
+from llmrec_client.models import Recommendations
+from ranker.model.serving import is_outdated
 from ranker.retrieval import load_artifacts
 
 log = get_logger(__name__)
@@ -172,6 +173,43 @@ def _show_new_item(settings: Settings, client: RecommenderClient, anchor: Item) 
     similar_table(anchor.external_id, client.similar_items(anchor.external_id, k=8))
     console.print(f"served {elapsed:.1f} s after publishing (embedded by the worker through Triton)")
     similar_table(new.item_id, client.similar_items(new.item_id, k=5))
+    _show_new_item_recommended(settings, client, anchor, new.item_id)
+
+
+def _show_new_item_recommended(
+    settings: Settings, client: RecommenderClient, anchor: Item, new_item_id: str
+) -> None:
+    """A fan of ``anchor`` (top ratings for it and its two nearest titles) asks for recommendations: the
+    trained ranker never saw the new title, yet its candidate stage reaches it by text and scores it."""
+    fan = f"demo-fan-{uuid.uuid4().hex[:6]}"
+    similar = client.similar_items(anchor.external_id, k=4).items
+    near = [i.item_id for i in similar if i.item_id != new_item_id]
+    liked = [anchor.external_id, *near[:2]]
+    now = datetime.now(UTC)
+    events = [
+        RatingEvent(
+            event_id=f"{fan}-r{n}",
+            user_id=fan,
+            item_id=item_id,
+            event_time=now - timedelta(seconds=5 - n),
+            rating=10.0,
+            source="demo",
+        )
+        for n, item_id in enumerate(liked)
+    ]
+    console.print(f"  {fan} rates {', '.join(liked)} 10/10")
+    with EventProducer(settings.kafka) as producer:
+        for event in events:
+            producer.publish(event)
+        producer.flush(30.0)
+    wait_until_consumed(settings.kafka, timeout_s=60.0, poll_s=0.2)
+    answer = client.recommend(fan, k=10)
+    recommendations_table(answer, title=f"{fan}'s recommendations ({answer.model_version})")
+    ranks = [n for n, item in enumerate(answer.items, 1) if item.item_id == new_item_id]
+    if ranks:
+        console.print(f"the new title is recommended to {fan} at rank {ranks[0]}")
+    else:
+        console.print(f"[yellow]the new title is not in {fan}'s top 10[/yellow]")
 
 
 def _movielens_settings(settings: Settings) -> Settings:

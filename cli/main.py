@@ -77,9 +77,7 @@ COMMANDS = {
     ),
     "train-ranker": LazyCommand(
         "cli.model_commands:train_ranker",
-        "Train the llmrec ranker on the MAL Completed lists (full data when present, else the shipped "
-        "sample) with the item index's vectors; saves artifacts/ranker/<version>/ and points CURRENT at "
-        "it. The API loads CURRENT at start-up.",
+        "Train the llmrec ranker and save artifacts/ranker/<version>/, pointing CURRENT at it.",
     ),
     "eval-report": LazyCommand(
         "cli.model_commands:eval_report",

@@ -9,7 +9,7 @@ import click
 
 from cli.options import pass_settings, reports_path_option
 from jobs.evaluation import EVAL_DATASETS, evaluate_baselines, llmrec_model_report, tune_baselines
-from jobs.train_ranker import train_ranker_from_settings
+from jobs.train_ranker import train_ranker_from_ledger, train_ranker_from_settings
 from llmrec.settings import Settings
 
 
@@ -78,11 +78,28 @@ def tune(settings: Settings, datasets: tuple[str, ...], models: str | None, tria
 @click.command("train-ranker")
 @reports_path_option("--tuned", name="tuned_params.json")
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--from-ledger",
+    is_flag=True,
+    help="Train on the interactions the worker applied (PostgreSQL ledger) instead of the data files.",
+)
+@click.option(
+    "--core",
+    type=int,
+    default=2,
+    show_default=True,
+    help="With --from-ledger: keep users and items with at least this many interactions.",
+)
 @pass_settings
-def train_ranker(settings: Settings, tuned: Path, seed: int) -> None:
-    """Train the llmrec ranker on the MAL Completed lists (full data when present, else the shipped sample)
-    with the item index's vectors; saves artifacts/ranker/<version>/ and points CURRENT at it. The API
-    loads CURRENT at start-up."""
+def train_ranker(settings: Settings, tuned: Path, seed: int, from_ledger: bool, core: int) -> None:
+    """Train the llmrec ranker and save artifacts/ranker/<version>/, pointing CURRENT at it.
+
+    By default on the MAL Completed lists (full data when present, else the shipped sample) with the item
+    index's vectors; with --from-ledger on what the stream applied, with the vectors the API serves. A
+    running API swaps the new version in within `api.ranker_poll_s`, without a restart."""
+    if from_ledger:
+        click.echo(str(train_ranker_from_ledger(settings, tuned, seed=seed, core=core)))
+        return
     click.echo(str(train_ranker_from_settings(settings, tuned, seed=seed)))
 
 

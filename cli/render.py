@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from grpc_api.models import Recommendations, ScoredItem, SimilarItems, UserProfile
+from llmrec_client.models import Recommendations, ScoredItem, SimilarItems, UserProfile
 
 console = Console()
 

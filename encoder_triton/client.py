@@ -27,6 +27,7 @@ from tqdm import tqdm
 from tritonclient.utils import InferenceServerException
 
 from encoder_triton import contract
+from llmrec import tracing
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -211,7 +212,13 @@ class EncoderClient:
     async def _infer_once(self, text: str) -> EncodeResult:
         async with self._limit:
             result = await self._grpc().infer(
-                self.model_name, [_text_input([text])], outputs=_outputs(), client_timeout=self.timeout_s
+                self.model_name,
+                [_text_input([text])],
+                outputs=_outputs(),
+                client_timeout=self.timeout_s,
+                # The trace context (None when tracing is off): a Triton with OpenTelemetry tracing on
+                # continues the trace inside the server.
+                headers=tracing.inject({}) or None,
             )
         return parse_result(result, 1)
 
@@ -245,6 +252,19 @@ class EncoderClient:
         """
         if not texts:
             return EncodeResult(np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.float32))
+        # One span for the call (its texts go as concurrent requests); an unavailable encoder marks it failed.
+        with tracing.child_span(
+            f"triton infer {self.model_name}",
+            kind=tracing.SpanKind.CLIENT,
+            attributes={
+                "server.address": self.url,
+                "llmrec.triton.model": self.model_name,
+                "llmrec.triton.texts": len(texts),
+            },
+        ):
+            return await self._embed_and_score(texts)
+
+    async def _embed_and_score(self, texts: Sequence[str]) -> EncodeResult:
         outcomes = await asyncio.gather(*(self._infer(text) for text in texts), return_exceptions=True)
         unavailable = [o for o in outcomes if isinstance(o, EncoderUnavailable)]
         if unavailable:

@@ -1,4 +1,4 @@
-"""Domain answers (``grpc_api.models``) as protobuf messages (``llmrec.v1.recommender_pb2``)."""
+"""Domain answers (``llmrec_client.models``) as protobuf messages (``llmrec_client.v1.recommender_pb2``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from grpc_api import models
-from llmrec.v1 import recommender_pb2
+from llmrec_client import models
+from llmrec_client.v1 import recommender_pb2
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:

@@ -1,8 +1,11 @@
-"""Generate the gRPC Python code from ``proto/`` into ``llmrec/v1/`` (``make proto``), or check it is fresh.
+"""Generate the gRPC Python code from ``proto/`` into the client package (``make proto``); check it is fresh.
 
-The ``.proto`` tree mirrors the Python package (``proto/llmrec/v1/x.proto`` -> ``llmrec/v1/x_pb2.py``) and
-protoc runs with ``-I proto``, so the generated modules import each other absolutely
-(``from llmrec.v1 import recommender_pb2``) and work from any working directory (grpc/grpc#29459).
+The bindings live in the light client distribution (``clients/python``, import package ``llmrec_client``)
+so a backend installs them without the server's dependencies; the server imports the same modules.
+protoc runs with ``-I proto``, so each descriptor keeps its file name (``llmrec/v1/recommender.proto``:
+what reflection serves and ``buf breaking`` compares) and protoc writes ``llmrec/v1/x_pb2.py`` importing
+its siblings as ``llmrec.v1``. That name belongs to the kernel package here, so the output is moved to
+``llmrec_client/v1/`` and those imports are rewritten to ``llmrec_client.v1`` (the one edit; grpc/grpc#29459).
 
     python -m grpc_api.codegen           # regenerate in place
     python -m grpc_api.codegen --check   # exit 1 if the committed files differ from a fresh generation
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import filecmp
+import re
 import shutil
 import sys
 import tempfile
@@ -24,7 +28,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = REPO_ROOT / "proto"
-PACKAGE = Path("llmrec") / "v1"
+# Where protoc writes (from the proto tree) and where the bindings are kept (in the client package).
+PROTO_PACKAGE = Path("llmrec") / "v1"
+PACKAGE = Path("clients") / "python" / "src" / "llmrec_client" / "v1"
+_SIBLING_IMPORT = re.compile(r"^from llmrec\.v1 import ", re.MULTILINE)
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 
@@ -33,14 +40,15 @@ class CodegenError(RuntimeError):
 
 
 def proto_files(proto_root: Path = PROTO_ROOT) -> list[Path]:
-    files = sorted((proto_root / PACKAGE).glob("*.proto"))
+    files = sorted((proto_root / PROTO_PACKAGE).glob("*.proto"))
     if not files:
-        raise CodegenError(f"no .proto files under {proto_root / PACKAGE}")
+        raise CodegenError(f"no .proto files under {proto_root / PROTO_PACKAGE}")
     return files
 
 
 def generate(out_root: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
-    """Run protoc on every ``proto/llmrec/v1/*.proto``; return the generated files (under ``out_root``)."""
+    """Run protoc on every ``proto/llmrec/v1/*.proto`` into ``out_root/llmrec/v1/`` with the sibling imports
+    rewritten to ``llmrec_client.v1``; return the generated files."""
     from grpc_tools import protoc
 
     # The well-known types (google/protobuf/timestamp.proto) ship inside grpc_tools.
@@ -58,7 +66,10 @@ def generate(out_root: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
     code = protoc.main(args)
     if code != 0:
         raise CodegenError(f"protoc failed with exit code {code}")
-    return sorted(p for p in (out_root / PACKAGE).iterdir() if p.name.endswith(GENERATED_SUFFIXES))
+    generated = sorted(p for p in (out_root / PROTO_PACKAGE).iterdir() if p.name.endswith(GENERATED_SUFFIXES))
+    for path in generated:
+        path.write_text(_SIBLING_IMPORT.sub("from llmrec_client.v1 import ", path.read_text()))
+    return generated
 
 
 def stale_files(repo_root: Path = REPO_ROOT) -> list[str]:
@@ -79,7 +90,7 @@ def stale_files(repo_root: Path = REPO_ROOT) -> list[str]:
 
 
 def write(repo_root: Path = REPO_ROOT) -> list[Path]:
-    """Regenerate into ``llmrec/v1/`` and keep its ``__init__.py``."""
+    """Regenerate into ``llmrec_client/v1/`` and keep its ``__init__.py``."""
     target = repo_root / PACKAGE
     target.mkdir(parents=True, exist_ok=True)
     init = target / "__init__.py"

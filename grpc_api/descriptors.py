@@ -21,7 +21,7 @@ from google.protobuf.descriptor import FileDescriptor
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2 as reflection_v1alpha_pb2
 
-from llmrec.v1 import recommender_pb2
+from llmrec_client.v1 import recommender_pb2
 
 HEALTH_PACKAGE = "grpc.health.v1"
 HEALTH_SERVICE = f"{HEALTH_PACKAGE}.Health"

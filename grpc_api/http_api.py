@@ -17,15 +17,21 @@ Endpoints (the OpenAPI document, ``proto/openapi/llmrec.v1.json``, is generated 
 Answers carry the protobuf messages' field names (``user_id``, ``model_version``, ...), so an HTTP answer
 parses into the gRPC response message with ``google.protobuf.json_format.ParseDict`` and compares equal.
 Errors are ``{"code": "INVALID_ARGUMENT", "message": ...}`` with gRPC's code names, from the same table as
-gRPC's statuses (``grpc_api.status.status_for``): INVALID_ARGUMENT 400, UNAUTHENTICATED 401, NOT_FOUND 404,
+gRPC's statuses (``llmrec_client.status``): INVALID_ARGUMENT 400, UNAUTHENTICATED 401, NOT_FOUND 404,
 RESOURCE_EXHAUSTED 429 (with Retry-After), INTERNAL 500, UNAVAILABLE 503, DEADLINE_EXCEEDED 504.
 
 Access control is ``grpc_api.security``'s: the same TLS files (uvicorn's TLS; mTLS with a client CA), the
 same tokens file (``Authorization: Bearer <token>``, ``TokenStore``), the same per-client token bucket
 (``RateLimiter``, rate limit first, then authentication; its buckets are the HTTP server's own, so a client
 gets the configured rate on each protocol). ``/healthz`` and ``/openapi.json`` are open, like gRPC health
-and reflection. Metrics: ``llmrec_api_http_requests_total`` and ``llmrec_api_http_request_duration_seconds``
-(``grpc_api.metrics``); Recommend answers also count in ``llmrec_api_recommendations_total``.
+and reflection. Metrics: ``llmrec_api_http_requests_total``, ``llmrec_api_http_request_duration_seconds`` and
+``llmrec_api_http_requests_in_flight`` (``grpc_api.metrics``); Recommend answers also count in
+``llmrec_api_recommendations_total``.
+
+Every request to the endpoints above but ``/healthz`` has a deadline, ``api.http_request_timeout_s`` (a
+POST: plus ``api.http_publish_timeout_s``, its wait for Kafka): past it the handler is cancelled and the
+answer is 504 DEADLINE_EXCEEDED, as a gRPC call past its deadline (``DeadlineRoute``). The admin page's
+routes (``grpc_api.admin``) bound their broker calls themselves.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -49,7 +55,8 @@ import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, TypeAdapter
 from starlette.convertors import Convertor, register_url_convertor
@@ -57,10 +64,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from grpc_api import metrics, models, security
-from grpc_api.errors import ServiceError, Unavailable
+from grpc_api import metrics, security
+from grpc_api.request_tracing import TraceHttp
 from grpc_api.service import RecommendationService
-from grpc_api.status import INTERNAL_MESSAGE, status_for
 from llmrec.events.producer import EventProducer, ProducerClient, PublishError, producer_config
 from llmrec.events.schema import Event, ItemEvent
 from llmrec.events.validation import (
@@ -73,6 +79,9 @@ from llmrec.events.validation import (
 )
 from llmrec.logs import get_logger
 from llmrec.settings import ApiSettings, KafkaSettings
+from llmrec_client import models
+from llmrec_client.errors import ServiceError, Unavailable
+from llmrec_client.status import INTERNAL_MESSAGE, status_for
 
 log = get_logger(__name__)
 
@@ -265,8 +274,8 @@ def _http_exception(_: Request, exc: Exception) -> JSONResponse:
 
 
 @contextlib.asynccontextmanager
-async def _answering(operation: str) -> AsyncIterator[None]:
-    """Domain errors as their status (the one table, ``grpc_api.status``); anything else INTERNAL, the
+async def answering(operation: str) -> AsyncIterator[None]:
+    """Domain errors as their status (the one table, ``llmrec_client.status``); anything else INTERNAL, the
     traceback only in the log."""
     try:
         yield
@@ -288,6 +297,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     429: {"model": Error, "description": "RESOURCE_EXHAUSTED: over the client's rate limit"},
     500: {"model": Error, "description": "INTERNAL: a bug; the details are in the server log"},
     503: {"model": Error, "description": "UNAVAILABLE: starting, stopping, or a dependency is down; retry"},
+    504: {"model": Error, "description": "DEADLINE_EXCEEDED: not answered within the server's deadline"},
 }
 NOT_FOUND_RESPONSE: dict[int | str, dict[str, Any]] = {404: {"model": Error, "description": "NOT_FOUND"}}
 
@@ -345,7 +355,7 @@ _BEARER = HTTPBearer(
 )
 
 
-async def _access(
+async def check_access(
     request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
 ) -> None:
     state: HttpState = request.app.state.llmrec
@@ -549,9 +559,11 @@ class _Observe:
                 status = int(message["status"])
             await send(message)
 
+        metrics.HTTP_IN_FLIGHT.inc()
         try:
             await self.app(scope, receive, sending)
         finally:
+            metrics.HTTP_IN_FLIGHT.dec()
             matched = scope.get("route")
             route = matched.path_format if isinstance(matched, Route) else None
             if route is None:
@@ -585,6 +597,35 @@ class _AnyText(Convertor[str]):
 
 register_url_convertor("llmrec_id", _AnyText())
 
+
+class DeadlineRoute(APIRoute):
+    """A route answered within ``api.http_request_timeout_s`` (a POST: plus ``api.http_publish_timeout_s``)
+    or refused with 504 DEADLINE_EXCEEDED: the deadline covers reading the body, the access check and the
+    handler. The handler is cancelled; work it started in a thread runs to its end, its result dropped."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        publishes = "POST" in (self.methods or ())
+
+        async def within_deadline(request: Request) -> Response:
+            api = _state(request).api
+            timeout_s = api.http_request_timeout_s + (api.http_publish_timeout_s if publishes else 0.0)
+            deadline = asyncio.timeout(timeout_s)
+            try:
+                async with deadline:
+                    return await handler(request)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise  # not ours
+                log.warning("request deadline exceeded", protocol="http", path=self.path, timeout_s=timeout_s)
+                raise HttpError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"not answered within the server's deadline of {timeout_s:g} s; retry",
+                ) from None
+
+        return within_deadline
+
+
 Genres = Annotated[
     list[str] | None,
     Query(description="Genre names, matched case-insensitively; repeat the parameter for several."),
@@ -593,7 +634,7 @@ K = Annotated[
     int,
     Query(description="How many items: 1 to the server's max_k (100 by default); 0 means the default, 10."),
 ]
-router = APIRouter(prefix="/v1", dependencies=[Depends(_access)])
+router = APIRouter(prefix="/v1", dependencies=[Depends(check_access)], route_class=DeadlineRoute)
 
 
 @router.get(
@@ -615,7 +656,7 @@ async def recommend(
     include_seen: bool = False,
 ) -> RecommendResponse:
     state = _state(request)
-    async with _answering("recommend"):
+    async with answering("recommend"):
         answer = await state.service().recommend(
             user_id,
             k,
@@ -639,7 +680,7 @@ async def recommend(
 )
 async def similar_items(request: Request, item_id: str, k: K = 0) -> SimilarItemsResponse:
     state = _state(request)
-    async with _answering("similar_items"):
+    async with answering("similar_items"):
         answer = await state.service().similar_items(item_id, k)
     return encode_similar(answer)
 
@@ -655,7 +696,7 @@ async def similar_items(request: Request, item_id: str, k: K = 0) -> SimilarItem
 )
 async def user_profile(request: Request, user_id: str) -> UserProfile:
     state = _state(request)
-    async with _answering("user_profile"):
+    async with answering("user_profile"):
         answer = await state.service().user_profile(user_id)
     return encode_profile(answer)
 
@@ -695,7 +736,7 @@ async def publish_events(request: Request) -> Accepted:
     publisher = state.need_publisher()
     body = await _read_body(request, state.api.max_message_bytes)
     events = parse_batch(body, parse_event, state.api.http_max_events)
-    async with _answering("publish_events"):
+    async with answering("publish_events"):
         topics = await publisher.publish(events)
     return Accepted(accepted=len(events), event_ids=[e.event_id for e in events], topics=sorted(set(topics)))
 
@@ -727,7 +768,7 @@ async def publish_items(request: Request) -> Accepted:
         return event
 
     events = parse_batch(body, parse, state.api.http_max_events)
-    async with _answering("publish_items"):
+    async with answering("publish_items"):
         topics = await publisher.publish_items(events)
     return Accepted(accepted=len(events), event_ids=[e.event_id for e in events], topics=sorted(set(topics)))
 
@@ -776,6 +817,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_middleware(_Observe)
+    app.add_middleware(TraceHttp)  # outermost: its span covers the whole request (no-op unless configured)
     document = openapi_document(app)
     app.openapi = lambda: document  # type: ignore[method-assign]
     return app

@@ -16,6 +16,13 @@ whole, so a request sees one catalogue version from start to end:
 - a deleted item, or one without a usable vector, is dropped and its row retired;
 - once retired rows make up ``COMPACT_FRACTION`` of the index, it is rebuilt without them (in the same
   background thread, before the swap).
+
+A poll costs its changed rows, not the catalogue's size: appended rows are searched exactly next to the
+FAISS index ("the delta", ``ItemIndex.delta_rows``) and the snapshot's metadata is derived from the last
+one (``Snapshot.with_rows``). Once the delta reaches ``DELTA_MERGE_ROWS``, the follower adds it to a copy of
+the FAISS index in a background thread (``ItemIndex.merged``) and the next poll adopts that copy
+(``ItemIndex.rebased``: same rows, so nothing else changes); past ``DELTA_MAX_ROWS`` (a backlog faster than
+merges) a poll merges before its swap.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from grpc_api.service import CatalogueItem, Snapshot
+from grpc_api.catalogue_rows import CatalogueItem
+from grpc_api.service import Snapshot
 from llmrec.item_ids import item_key
 from llmrec.logs import get_logger
 from llmrec.store.interface import CatalogueStore, StoredItem
+from ranker.retrieval import ItemIndex
 
 log = get_logger(__name__)
 
@@ -41,6 +50,10 @@ COMPACT_FRACTION = 0.2
 SAME_VECTOR_COSINE = 1.0 - 1e-4
 POPULARITY_ATTRIBUTE = "members"  # the MAL importer's popularity; any catalogue may set it
 FEED_PAGE = 5000
+# Delta rows: merged into the FAISS index in the background from this many (a query scans them all: 4k x 384
+# is about 0.3 ms on one core), and before the swap beyond the larger bound.
+DELTA_MERGE_ROWS = 4096
+DELTA_MAX_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -60,8 +73,13 @@ def live_item(row: StoredItem) -> LiveItem:
     return LiveItem(item_key(row.item_id), row.item_id, row.title or "", tuple(row.categories), count)
 
 
-def apply_catalogue_rows(snapshot: Snapshot, rows: Sequence[StoredItem], cursor: int) -> Snapshot:
-    """The snapshot that serves ``rows`` (changed catalogue rows, in feed order) on top of ``snapshot``."""
+def apply_catalogue_rows(
+    snapshot: Snapshot, rows: Sequence[StoredItem], cursor: int, merged: ItemIndex | None = None
+) -> Snapshot:
+    """The snapshot that serves ``rows`` (changed catalogue rows, in feed order) on top of ``snapshot``;
+    ``merged`` (an ``ItemIndex.merged`` of this snapshot's index or an older one) is adopted first."""
+    if merged is not None:
+        snapshot = adopt_merged(snapshot, merged)
     items: dict[int, CatalogueItem] = dict(snapshot.items)
     hidden = set(snapshot.hidden)
     index = snapshot.index
@@ -102,7 +120,18 @@ def apply_catalogue_rows(snapshot: Snapshot, rows: Sequence[StoredItem], cursor:
         if index.retired_rows > COMPACT_FRACTION * len(index):
             log.info("compacting the item index", rows=len(index), retired=index.retired_rows)
             index = index.compacted()
-    return Snapshot(index, items.values(), snapshot.ranker, snapshot.learned, frozenset(hidden))
+        elif index.delta_rows > DELTA_MAX_ROWS:
+            log.info("merging new rows into the item index", rows=len(index), delta=index.delta_rows)
+            index = index.merged()
+    return snapshot.with_rows(index, items, frozenset(hidden), latest.keys())
+
+
+def adopt_merged(snapshot: Snapshot, merged: ItemIndex) -> Snapshot:
+    """``snapshot`` searched through ``merged``'s FAISS index when it holds its rows (else as it is)."""
+    index = snapshot.index.rebased(merged)
+    if index is snapshot.index:
+        return snapshot
+    return snapshot.with_rows(index, snapshot.items, snapshot.hidden, ())
 
 
 def _unit(row: StoredItem, dim: int) -> npt.NDArray[np.float32] | None:
@@ -121,6 +150,8 @@ class CatalogueFollower:
         self._store = store
         self._page = page
         self.cursor = 0
+        # The background merge of the served index's delta rows (at most one at a time).
+        self._merging: asyncio.Task[ItemIndex] | None = None
 
     async def catch_up(self, snapshot: Snapshot) -> tuple[Snapshot, int]:
         """``snapshot`` with every change since the cursor applied; returns it and the rows read. Raises
@@ -129,8 +160,33 @@ class CatalogueFollower:
         while True:
             rows, cursor = await self._store.items_changed_since(self.cursor, self._page)
             if rows:
-                snapshot = await asyncio.to_thread(apply_catalogue_rows, snapshot, rows, cursor)
+                snapshot = await asyncio.to_thread(
+                    apply_catalogue_rows, snapshot, rows, cursor, self._merge_result()
+                )
+                self._start_merge(snapshot.index)
             self.cursor = cursor
             read += len(rows)
             if len(rows) < self._page:
                 return snapshot, read
+
+    @property
+    def merging(self) -> bool:
+        """Whether a background merge is still running."""
+        return self._merging is not None and not self._merging.done()
+
+    def _merge_result(self) -> ItemIndex | None:
+        """The finished background merge, once (None while it runs, or if it failed)."""
+        task = self._merging
+        if task is None or not task.done():
+            return None
+        self._merging = None
+        if task.cancelled():
+            return None
+        if (error := task.exception()) is not None:
+            log.warning("merging the item index failed; retrying", error=repr(error))
+            return None
+        return task.result()
+
+    def _start_merge(self, index: ItemIndex) -> None:
+        if self._merging is None and index.delta_rows >= DELTA_MERGE_ROWS:
+            self._merging = asyncio.create_task(asyncio.to_thread(index.merged), name="llmrec-index-merge")

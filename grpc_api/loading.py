@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from grpc_api.service import Snapshot
+from llmrec.artifacts import current_version
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
 from llmrec.store.interface import CatalogueStore, ProfileReader
@@ -37,7 +38,7 @@ def load_learned_ranker(settings: Settings, dim: int) -> LearnedRanker | None:
     """The trained ranker ``CURRENT`` under ``settings.ranker_dir``, or None (plain fusion) when none was
     trained or it does not fit this index; either way the choice is logged."""
     # Here, not at the top: torch is a heavy import that a server without a trained ranker never needs.
-    from ranker.model.serving import OutdatedRanker, current_version, load_ranker
+    from ranker.model.serving import OutdatedRanker, load_ranker, torch_threads
 
     version = current_version(settings.ranker_dir)
     if version is None:
@@ -53,6 +54,8 @@ def load_learned_ranker(settings: Settings, dim: int) -> LearnedRanker | None:
             "trained ranker does not match the index; serving plain fusion", dim=ranker.dim, index_dim=dim
         )
         return None
+    # One ranking is a small network pass per request, and requests already run concurrently.
+    torch_threads(settings.api.scoring_threads)
     log.info("trained ranker loaded", version=ranker.version, items=len(ranker.universe_ids))
     return ranker
 

@@ -11,7 +11,7 @@ Reported: requests, OK and errors by status code, the wall time from the first c
 answer, requests/s (all answers, and OK answers, over that time) and the latency of OK answers (p50, p90,
 p99, mean, max, in ms; linear interpolation between order statistics, as ``numpy.percentile``).
 
-Target, TLS and token options mean what they mean for ``grpc_api.client.RecommenderClient``.
+Target, TLS and token options mean what they mean for ``llmrec_client.client.RecommenderClient``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Any
 import grpc
 import numpy as np
 
-from grpc_api.client import auth_metadata, channel_credentials
 from llmrec.store.postgres import PostgresStore
-from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
+from llmrec_client.client import auth_metadata, channel_credentials
+from llmrec_client.v1 import recommender_pb2, recommender_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 

@@ -11,8 +11,8 @@ alerts work on them as they are: ``grpc_type``, ``grpc_service``, ``grpc_method`
   ``grpc_server_handling_seconds`` (also with ``grpc_code``, beyond the convention, so the latency of
   answered requests can be told from that of refusals): every RPC of the Recommender service, answered
   or refused; the servicer observes what it handles, and requests refused before it (bad token, rate
-  limit, undecodable bytes) are observed by the interceptor that refuses them. Health and reflection
-  are not counted.
+  limit, over ``api.max_message_bytes``, undecodable bytes) are observed by the interceptor that refuses
+  them. Health and reflection are not counted.
 - ``llmrec_api_requests_in_flight{grpc_service, grpc_method}``: requests the servicer is working on now.
 - ``llmrec_api_recommendations_total{strategy, ranker}``: Recommend answers by strategy (``personalized``,
   ``cold_start``) and the path that ranked them (``learned``, ``fusion``, ``popularity``).
@@ -27,7 +27,7 @@ import time
 import grpc
 from prometheus_client import Counter, Gauge, Histogram, Info
 
-from llmrec.v1 import recommender_pb2
+from llmrec_client.v1 import recommender_pb2
 
 SERVICE_NAME: str = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
 UNARY = "unary"  # every Recommender RPC is unary
@@ -98,6 +98,8 @@ HTTP_SECONDS = Histogram(
     HTTP_LABELS,
     buckets=LATENCY_BUCKETS,
 )
+# Unlabelled: the route is known only once the request is routed.
+HTTP_IN_FLIGHT = Gauge("llmrec_api_http_requests_in_flight", "HTTP/JSON API requests being processed now")
 
 
 def observe_http(method: str, route: str, code: int, started: float) -> None:

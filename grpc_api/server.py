@@ -32,28 +32,32 @@ import grpc
 from grpc_health.v1 import health_pb2
 from prometheus_client import start_http_server
 
-from grpc_api import metrics, security
+from grpc_api import admin, metrics, security
 from grpc_api.descriptors import HEALTH_SERVICE
-from grpc_api.errors import Unavailable
 from grpc_api.health import HealthServicer, add_health_servicer
 from grpc_api.http_api import EventPublisher, HttpServer, create_app
-from grpc_api.interceptors import RejectUndecodable
+from grpc_api.interceptors import RejectOversized, RejectUndecodable, core_receive_limit
 from grpc_api.live_catalogue import CatalogueFollower
 from grpc_api.loading import (
     ClosableStore,
     SnapshotLoader,
     StoreFactory,
+    load_learned_ranker,
     load_snapshot,
     open_postgres_store,
 )
 from grpc_api.processes import serve_processes
 from grpc_api.reflection import enable_reflection
+from grpc_api.request_tracing import TraceRequests
 from grpc_api.service import RecommendationService, ServiceConfig
 from grpc_api.servicer import RecommenderServicer
+from llmrec import tracing
+from llmrec.artifacts import current_version
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
 from llmrec.store.interface import StoreUnavailable
-from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
+from llmrec_client.errors import Unavailable
+from llmrec_client.v1 import recommender_pb2, recommender_pb2_grpc
 
 log = get_logger(__name__)
 
@@ -92,11 +96,19 @@ class ApiServer:
         self._health = HealthServicer()
         limit = settings.api.max_message_bytes
         self._server = grpc.aio.server(
-            # Access control (off unless configured): rate limit, then token check; see grpc_api.security.
-            interceptors=[*security.interceptors(settings.api), RejectUndecodable()],
+            # Tracing first, so refused requests are traced too (a no-op unless configured); then access
+            # control (off unless configured): rate limit, then token check; see grpc_api.security. Then
+            # the size limit and decoding, which answer and count what gRPC core would refuse uncounted.
+            interceptors=[
+                TraceRequests(),
+                *security.interceptors(settings.api),
+                RejectOversized(limit),
+                RejectUndecodable(),
+            ],
             options=[
                 ("grpc.max_send_message_length", limit),
-                ("grpc.max_receive_message_length", limit),
+                # Above the limit, so that RejectOversized sees (and counts) requests up to twice it.
+                ("grpc.max_receive_message_length", core_receive_limit(limit)),
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
             ],
         )
@@ -109,6 +121,9 @@ class ApiServer:
         self._warmup: asyncio.Task[None] | None = None
         self._follower: CatalogueFollower | None = None
         self._following: asyncio.Task[None] | None = None
+        self._ranker_following: asyncio.Task[None] | None = None
+        # A ranker version on disk that could not be served (outdated, wrong dimension): not retried.
+        self._refused_ranker: str | None = None
         # Serialises the two writers of the served snapshot: the catalogue follower and reload().
         self._swapping = asyncio.Lock()
         # -- HTTP/JSON API beside gRPC: the same service, health and access settings (grpc_api.http_api).
@@ -123,6 +138,9 @@ class ApiServer:
                 serving=lambda: self._health.statuses().get("") == health_pb2.HealthCheckResponse.SERVING,
                 publisher=self._publisher,
             )
+            if settings.api.admin_enabled:
+                # The admin page reads seen items from the same store the service reads (grpc_api.admin).
+                admin.install(app, admin.AdminBackend.from_settings(settings, store=lambda: self._store))
             self._http = HttpServer(app, settings.api, port=http_port, reuse_port=reuse_port)
         # -- end HTTP/JSON API
 
@@ -187,6 +205,37 @@ class ApiServer:
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", version=snapshot.version, port=self.port)
         self._following = asyncio.create_task(self._follow_catalogue(), name="llmrec-api-catalogue")
+        self._ranker_following = asyncio.create_task(self._follow_ranker(), name="llmrec-api-ranker")
+
+    async def _follow_ranker(self) -> None:
+        """Swap in a newly trained ranker (``CURRENT`` changed) until stopped."""
+        while True:
+            await asyncio.sleep(self._settings.api.ranker_poll_s)
+            try:
+                await self.swap_ranker_if_new()
+            except Exception:
+                log.exception("ranker swap failed; serving the previous one")
+
+    async def swap_ranker_if_new(self) -> str | None:
+        """Load the ranker ``CURRENT`` names if it is not the one served, and swap it in atomically
+        (loaded off the event loop; requests in flight finish on the old snapshot). Returns the version
+        swapped in, None when nothing changed."""
+        if self._service is None:
+            return None
+        on_disk = current_version(self._settings.ranker_dir)
+        served = self._service.snapshot.learned
+        if on_disk is None or on_disk == self._refused_ranker or (served and served.version == on_disk):
+            return None
+        dim = self._service.snapshot.index.dim
+        learned = await asyncio.to_thread(load_learned_ranker, self._settings, dim)
+        if learned is None:
+            self._refused_ranker = on_disk
+            return None
+        async with self._swapping:
+            snapshot = await asyncio.to_thread(self._service.snapshot.with_learned, learned)
+            self._service.swap(snapshot)
+        log.info("ranker swapped", version=learned.version, snapshot=snapshot.version)
+        return learned.version
 
     async def _follow_catalogue(self) -> None:
         """Serve the catalogue's changes as they are committed, one poll at a time, until stopped."""
@@ -238,7 +287,7 @@ class ApiServer:
         await self._health.enter_graceful_shutdown()
         if drain_s > 0:
             await asyncio.sleep(drain_s)
-        for task in (self._warmup, self._following):
+        for task in (self._warmup, self._following, self._ranker_following):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -306,6 +355,8 @@ def serve(settings: Settings) -> None:
 def serve_one(settings: Settings, *, reuse_port: bool = False) -> None:
     """One API process; ``reuse_port`` lets sibling processes bind the same port."""
     _start_metrics(settings)
+    # Per process (an exporter's thread does not survive a fork); off unless OTEL_* asks for it.
+    tracing.configure("llmrec-api")
     with asyncio.Runner(loop_factory=event_loop_factory(settings.api.event_loop)) as runner:
         runner.run(serve_async(settings, reuse_port=reuse_port))
 

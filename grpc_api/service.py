@@ -19,14 +19,21 @@ import asyncio
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import TypeAdapter, ValidationError
 
-from grpc_api.errors import InvalidRequest, NotFound, Unavailable
-from grpc_api.models import (
+from grpc_api.catalogue_rows import CatalogueItem, CatalogueRows
+from llmrec import tracing
+from llmrec.events.schema import EventType, ExternalItemId, Identifier, WatchStatus
+from llmrec.item_ids import item_key
+from llmrec.logs import get_logger
+from llmrec.settings import Settings
+from llmrec.store.interface import ProfileReader, SeenItem, StoredProfile, StoreUnavailable
+from llmrec_client.errors import InvalidRequest, NotFound, Unavailable
+from llmrec_client.models import (
     COLD_START,
     FUSION,
     LEARNED,
@@ -38,11 +45,6 @@ from grpc_api.models import (
     SimilarItems,
     UserProfile,
 )
-from llmrec.events.schema import EventType, ExternalItemId, Identifier, WatchStatus
-from llmrec.item_ids import item_key
-from llmrec.logs import get_logger
-from llmrec.settings import Settings
-from llmrec.store.interface import ProfileReader, SeenItem, StoredProfile, StoreUnavailable
 from ranker.fusion import (
     Candidates,
     Evidence,
@@ -51,7 +53,6 @@ from ranker.fusion import (
     Ranker,
     cold_start_reason,
     explain,
-    popularity_prior,
     top_k,
 )
 from ranker.preferences import DecayPolicy, user_vector
@@ -59,35 +60,18 @@ from ranker.retrieval import ItemIndex
 
 if TYPE_CHECKING:  # the trained ranker pulls in torch; the service only calls it
     from ranker.model.serving import LearnedRanker
+    from ranker.model.two_stage import IndexCatalogue
 
 log = get_logger(__name__)
 
 BoolArray = npt.NDArray[np.bool_]
 IdArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float32]
+ObjectArray = npt.NDArray[np.object_]
 
 _USER_ID = TypeAdapter(Identifier)
 _ITEM_ID = TypeAdapter(ExternalItemId)
 MAX_ECHOED_CHARS = 64  # of a bad request value repeated in an error message
-
-
-class CatalogueItem(Protocol):
-    """What the API needs of an item; ``llmrec.catalogue.Item`` satisfies it."""
-
-    @property
-    def key(self) -> int: ...
-
-    @property
-    def external_id(self) -> str: ...
-
-    @property
-    def title(self) -> str: ...
-
-    @property
-    def genres(self) -> Sequence[str]: ...
-
-    @property
-    def members(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -118,60 +102,78 @@ class Snapshot:
     def __init__(
         self,
         index: ItemIndex,
-        items: Iterable[CatalogueItem],
+        items: Iterable[CatalogueItem] | dict[int, CatalogueItem],
         ranker: Ranker | None = None,
         learned: LearnedRanker | None = None,
         hidden: frozenset[int] = frozenset(),
+        *,
+        rows: CatalogueRows | None = None,
     ) -> None:
         self.index = index
         self.ranker: Ranker = ranker or PlainFusionRanker()
-        # The trained llmrec ranker, when one is loaded: it scores its own item universe (the items it was
-        # trained on) and ``learned_rows`` maps each universe row to this index's row (-1: not indexed).
+        # The trained llmrec ranker, when one is loaded, and this index as its catalogue: the rows of the
+        # items it was trained on (its universe) and search over every indexed item, so the two-stage
+        # ranker reaches items it never saw (``ranker.model.two_stage``).
         self.learned = learned
-        self.learned_rows: IdArray = (
-            index.rows(learned.universe_ids) if learned is not None else np.zeros(0, dtype=np.int64)
-        )
+        self.learned_catalogue = learned.catalogue_of(index) if learned is not None else None
         # Index rows the trained ranker knows: a user none of whose items is among them (a user of
         # another domain in the same catalogue, say) is answered by plain fusion instead.
         self.in_learned_universe: BoolArray = np.zeros(len(index), dtype=np.bool_)
-        self.in_learned_universe[self.learned_rows[self.learned_rows >= 0]] = True
-        by_key = {int(item.key): item for item in items}
+        if self.learned_catalogue is not None:
+            self.in_learned_universe = self.learned_catalogue.to_universe >= 0
         # The items this snapshot describes, by key, and the keys of those the catalogue hides (the live
-        # catalogue derives the next snapshot from both).
-        self.items: dict[int, CatalogueItem] = by_key
+        # catalogue derives the next snapshot from both). A dict is taken as it is (``with_rows``).
+        self.items: dict[int, CatalogueItem] = (
+            items if isinstance(items, dict) else {int(item.key): item for item in items}
+        )
         self.hidden = hidden
-        rows = len(index)
-        external_ids: list[str] = []
-        titles: list[str] = []
-        genres: list[tuple[str, ...]] = []
-        members = np.zeros(rows, dtype=np.float64)
-        # Rows the catalogue does not describe (an index from another catalogue version, a retired row)
-        # have no id a client could use, and hidden items are not to be shown: neither is ever served.
-        self.servable: BoolArray = np.ones(rows, dtype=np.bool_)
-        for row, key in enumerate(index.item_ids.tolist()):
-            item = by_key.get(key)
-            if item is None or key in hidden:
-                self.servable[row] = False
-                external_ids.append("")
-                titles.append("")
-                genres.append(())
-                continue
-            external_ids.append(item.external_id)
-            titles.append(item.title)
-            genres.append(tuple(item.genres))
-            members[row] = item.members
-        self.missing_metadata = int(rows - self.servable.sum())
-        self.external_ids: tuple[str, ...] = tuple(external_ids)
-        self.titles: tuple[str, ...] = tuple(titles)
-        self.genres: tuple[tuple[str, ...], ...] = tuple(genres)
-        self.popularity: FloatArray = popularity_prior(members)
+        # Per-row metadata, built here or derived from the previous snapshot's at the cost of the changed
+        # rows (``with_rows``); the attributes below are read-only views of its columns.
+        self.catalogue_rows = (
+            rows if rows is not None else CatalogueRows.build(index.item_ids, self.items, hidden)
+        )
+        if len(self.catalogue_rows) != len(index):
+            raise ValueError(f"{len(self.catalogue_rows)} rows of metadata for an index of {len(index)}")
+        self.servable: BoolArray = self.catalogue_rows.servable.values
+        self.missing_metadata = int(len(index) - np.count_nonzero(self.servable))
+        # Object arrays: ``external_ids[row]`` is a str, ``genres[row]`` a tuple of str.
+        self.external_ids: ObjectArray = self.catalogue_rows.external_ids.values
+        self.titles: ObjectArray = self.catalogue_rows.titles.values
+        self.genres: ObjectArray = self.catalogue_rows.genres.values
+        self.popularity: FloatArray = self.catalogue_rows.popularity.values
         # Most members first; ties by item id so the cold-start answer is deterministic.
-        self.by_popularity: IdArray = np.lexsort((index.item_ids, -members)).astype(np.int64)
-        self.genre_rows: dict[str, BoolArray] = {}
-        for row, names in enumerate(self.genres):
-            for name in names:
-                self.genre_rows.setdefault(name, np.zeros(rows, dtype=np.bool_))[row] = True
+        self.by_popularity: IdArray = self.catalogue_rows.by_popularity
+        self.genre_rows: dict[str, BoolArray] = self.catalogue_rows.genre_rows
         self.genre_names: dict[str, str] = {name.casefold(): name for name in sorted(self.genre_rows)}
+
+    def with_rows(
+        self,
+        index: ItemIndex,
+        items: dict[int, CatalogueItem],
+        hidden: frozenset[int],
+        changed: Iterable[int],
+    ) -> Snapshot:
+        """The snapshot of ``index`` and the catalogue ``items`` (taken over, not copied) and ``hidden``,
+        where only the items of the keys in ``changed`` differ from this snapshot's (their metadata,
+        visibility or row). ``index`` is this one's or ``with_changes``/``rebased`` of it: rows this index
+        has keep their numbers, so only changed and new rows are read; any other index (a compacted one)
+        is described from scratch."""
+        old = self.index
+        if len(index) < len(old):
+            return Snapshot(index, items, self.ranker, self.learned, hidden)
+        # Rows whose id differs (retired ones, or another index's rows) and the rows of changed keys.
+        prefix = index.item_ids[: len(old)]
+        moved = np.flatnonzero(prefix != old.item_ids)
+        rows = index.rows(np.fromiter(changed, dtype=np.int64))
+        touched = np.concatenate([moved, rows[(rows >= 0) & (rows < len(old))]])
+        if len(touched) > len(old) // 2:
+            return Snapshot(index, items, self.ranker, self.learned, hidden)
+        derived = self.catalogue_rows.derive(index.item_ids, touched, items, hidden)
+        return Snapshot(index, items, self.ranker, self.learned, hidden, rows=derived)
+
+    def with_learned(self, learned: LearnedRanker | None) -> Snapshot:
+        """This snapshot with another trained ranker (a newly trained version swapped in)."""
+        return Snapshot(self.index, self.items, self.ranker, learned, self.hidden, rows=self.catalogue_rows)
 
     @property
     def version(self) -> str:
@@ -310,22 +312,33 @@ class RecommendationService:
             )
             query = None
         if query is None or not np.any(query):
-            items = self._cold_start(snap, allowed, k, include)
+            with tracing.child_span("rank popularity"):
+                items = self._cold_start(snap, allowed, k, include)
             return Recommendations(user_id, items, COLD_START, snap.version, POPULARITY)
 
         known = seen_rows[seen_rows >= 0]
-        if snap.learned is not None and profile is not None and snap.in_learned_universe[known].any():
-            items = await self._learned_items(snap, snap.learned, query, profile, seen, seen_rows, allowed, k)
+        learned, catalogue = snap.learned, snap.learned_catalogue
+        if (
+            learned is not None
+            and catalogue is not None
+            and profile is not None
+            and snap.in_learned_universe[known].any()
+        ):
+            items = await self._learned_items(
+                snap, learned, catalogue, query, profile, seen, seen_rows, allowed, k
+            )
             return Recommendations(user_id, items, PERSONALIZED, snap.version, LEARNED)
 
-        rows, similarity = await self._candidates(snap, query, allowed, k, extra=len(seen))
+        with tracing.child_span("retrieve candidates"):
+            rows, similarity = await self._candidates(snap, query, allowed, k, extra=len(seen))
         candidates = Candidates(
             item_ids=snap.index.item_ids[rows],
             similarity=similarity,
             popularity=snap.popularity[rows],
             vectors=snap.index.embeddings[rows],
         )
-        scores = snap.ranker.score(query, candidates)
+        with tracing.child_span("rank fusion", attributes={"llmrec.candidates": len(rows)}):
+            scores = snap.ranker.score(query, candidates)
         best = top_k(scores, k)
         chosen = rows[best]
         reasons = self._reasons(snap, chosen, seen, seen_rows)
@@ -349,7 +362,8 @@ class RecommendationService:
         # are skipped, so a neighbourhood full of them is searched again, wider.
         depth = k + 1
         while True:
-            scores, ids = await snap.index.search_async(snap.index.embeddings[row], depth)
+            with tracing.child_span("retrieve similar", attributes={"llmrec.depth": depth}):
+                scores, ids = await snap.index.search_async(snap.index.embeddings[row], depth)
             items: list[ScoredItem] = []
             for score, other in zip(scores[0].tolist(), ids[0].tolist(), strict=True):
                 if other < 0 or other == key:
@@ -403,6 +417,7 @@ class RecommendationService:
         self,
         snap: Snapshot,
         learned: LearnedRanker,
+        catalogue: IndexCatalogue,
         query: FloatArray,
         profile: StoredProfile,
         seen: Sequence[SeenItem],
@@ -410,21 +425,21 @@ class RecommendationService:
         allowed: BoolArray,
         k: int,
     ) -> tuple[ScoredItem, ...]:
-        """The trained ranker's answer: every universe item scored by ``score_universe`` (the offline
-        evaluation's function) from the stored profile vector and seen items, then filtered and cut."""
+        """The trained ranker's answer: the two-stage function the evaluation measures
+        (``two_stage.rank_candidates``) over this snapshot's index, from the stored profile vector and seen
+        items. It runs in a worker thread: candidate search plus a small network pass, a few ms."""
         signals = [(s.item_id, s.strength, s.event_time.timestamp()) for s in seen]
         inputs = learned.online_inputs(query, signals, profile.state.ref_time_s)
-        scores = await asyncio.to_thread(learned.score, inputs)
-        rows = snap.learned_rows
-        usable = rows >= 0
-        usable[usable] &= allowed[rows[usable]]
-        candidates = np.flatnonzero(usable)
-        best = candidates[top_k(scores[candidates], k)]
-        chosen = rows[best]
+        size = {"llmrec.catalogue_items": len(catalogue.vectors)}
+        with tracing.child_span("rank learned", attributes=size):
+            ranked = await asyncio.to_thread(learned.rank, inputs, catalogue, allowed, k)
+        rows, scores = ranked.rows[0], ranked.scores[0]
+        keep = rows >= 0
+        chosen, chosen_scores = rows[keep][:k], scores[keep][:k]
         reasons = self._reasons(snap, chosen, seen, seen_rows)
         return tuple(
-            snap.scored_item(int(r), float(scores[b]), why)
-            for r, b, why in zip(chosen, best, reasons, strict=True)
+            snap.scored_item(int(r), float(sc), why)
+            for r, sc, why in zip(chosen, chosen_scores, reasons, strict=True)
         )
 
     async def _candidates(

@@ -4,7 +4,7 @@ deadline, encode the answer (``grpc_api.codecs``).
 Every RPC writes one log line (method, user or item, k, status, latency) and its request metrics
 (``grpc_server_started_total``, ``grpc_server_handled_total``, ``grpc_server_handling_seconds``); a
 Recommend answer also counts in ``llmrec_api_recommendations_total`` by strategy and ranker. Domain
-errors become status codes through ``grpc_api.status``; anything else is INTERNAL with a generic
+errors become status codes through ``llmrec_client.status``; anything else is INTERNAL with a generic
 message, the traceback only in the log.
 """
 
@@ -19,12 +19,12 @@ import grpc
 
 from grpc_api import metrics
 from grpc_api.codecs import encode_profile, encode_recommendations, encode_similar
-from grpc_api.errors import DeadlineExceeded, ServiceError, Unavailable
-from grpc_api.models import Recommendations
 from grpc_api.service import RecommendationService
-from grpc_api.status import INTERNAL_MESSAGE, status_for
 from llmrec.logs import get_logger
-from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
+from llmrec_client.errors import DeadlineExceeded, ServiceError, Unavailable
+from llmrec_client.models import Recommendations
+from llmrec_client.status import INTERNAL_MESSAGE, status_for
+from llmrec_client.v1 import recommender_pb2, recommender_pb2_grpc
 
 log = get_logger(__name__)
 

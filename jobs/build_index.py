@@ -27,20 +27,13 @@ from llmrec.catalogue import Catalogue, load_catalogue
 from llmrec.data_source import resolve_data_source
 from llmrec.logs import get_logger
 from llmrec.settings import Settings
-from ranker.retrieval import INDEX_KINDS, IndexKind, ItemIndex
+from ranker.retrieval import INDEX_KINDS, IndexKind, ItemIndex, choose_kind
 
 log = get_logger(__name__)
 
 # Texts per call to the encoder: large enough to keep Triton's dynamic batcher full (its max batch is
 # 64), small enough that the progress bar moves every few seconds on 2 CPU cores.
 ENCODE_CHUNK = 256
-# Exact search stays under a few milliseconds per query up to about this many 384-d items.
-FLAT_MAX_ITEMS = 50_000
-# HNSW answers fastest but builds slowly: 61 s for 100k x 384 on 2 CPU cores (reports/bench.md), growing
-# faster than n, so well over ten minutes at 1M. Beyond this size IVF, which builds 1M items in under a
-# minute, is the practical choice (at the cost of slower queries: see the serving benchmark).
-HNSW_MAX_ITEMS = 300_000
-
 BatchEncoder = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 """Texts -> L2-normalised embeddings ``[len(texts), dim]`` in the same order."""
 
@@ -60,12 +53,6 @@ class IndexSummary:
             f"indexed {self.items} items ({self.dim}-d, {self.kind}, encoder {self.encoder_model or '?'}) "
             f"as {self.version} in {self.seconds:.1f} s -> {self.index_dir}"
         )
-
-
-def choose_kind(count: int) -> IndexKind:
-    if count <= FLAT_MAX_ITEMS:
-        return "flat"
-    return "hnsw" if count <= HNSW_MAX_ITEMS else "ivf"
 
 
 def embed_texts(

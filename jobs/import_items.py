@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from tqdm import tqdm
 
 from jobs.publishing import finish_delivery
+from llmrec import tracing
 from llmrec.catalogue import Catalogue, Item, build_catalogue
 from llmrec.data_source import find_data_file, open_data_file, resolve_data_source
 from llmrec.events.files import FileFormat, csv_row_payload, detect_format
@@ -86,6 +87,7 @@ ItemSinkFactory = Callable[[Settings], ItemSink]
 
 
 def _default_sink(settings: Settings) -> ItemSink:
+    tracing.configure("llmrec-publisher")  # off unless OTEL_* asks for it; one trace per item event
     # The broker does not auto-create topics; creating them here (idempotent) lets an import run first.
     ensure_system_topics(settings.kafka)
     return EventProducer(settings.kafka, client_id="llmrec-import-items")

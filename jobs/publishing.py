@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 from tqdm import tqdm
 
+from llmrec import tracing
 from llmrec.catalogue import Catalogue, build_catalogue
 from llmrec.data_source import DataKind, DataSource, data_source_at, resolve_data_source, sample_source
 from llmrec.datasets.replay import ALL_SOURCES, collect_events
@@ -100,6 +101,9 @@ ProducerFactory = Callable[[Settings], EventSink]
 
 
 def _default_producer(settings: Settings) -> EventSink:
+    # Off unless OTEL_* asks for it; then each event's publish is the root of its own trace, so a sampler
+    # (OTEL_TRACES_SAMPLER) picks events, not whole replays.
+    tracing.configure("llmrec-publisher")
     # The broker does not auto-create topics; creating them here (idempotent) lets a publish run first.
     ensure_system_topics(settings.kafka)
     return EventProducer(settings.kafka)
@@ -131,12 +135,14 @@ def finish_delivery(
     try:
         sink.flush(flush_timeout_s)
     except PublishError as exc:
+        tracing.force_flush()
         summary.delivered, summary.failed = sink.delivered, sink.failed
         summary.elapsed_s = time.monotonic() - started
         exc.summary = summary
         raise
     summary.delivered, summary.failed = sink.delivered, sink.failed
     summary.elapsed_s = time.monotonic() - started
+    tracing.force_flush()  # the job's process may end now: hand its spans over first
     return summary
 
 

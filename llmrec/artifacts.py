@@ -49,6 +49,16 @@ RANKER_ITEM_SIDE_FILE = "item_side.npz"
 RANKER_UNIVERSE_FILE = "universe_ids.npy"
 
 
+def current_version(ranker_dir: Path) -> str | None:
+    """The ranker version ``CURRENT`` names under ``ranker_dir``, None when no ranker was trained (a file
+    read: the API polls it to pick up a newly trained ranker)."""
+    pointer = ranker_dir / RANKER_CURRENT_FILE
+    if not pointer.is_file():
+        return None
+    version = pointer.read_text(encoding="utf-8").strip()
+    return version or None
+
+
 class IndexFormatError(ValueError):
     """A saved index folder is missing files or its files disagree with each other."""
 

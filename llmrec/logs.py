@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 SECRET_BEARING_LOGGERS = ("aiokafka.conn",)
 # Libraries whose INFO lines are noise to an operator: faiss.loader reports each CPU-specific build it
@@ -15,10 +17,21 @@ SECRET_BEARING_LOGGERS = ("aiokafka.conn",)
 QUIET_LOGGERS = {"faiss.loader": logging.WARNING}
 
 
+def add_trace_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The current span's ids on a line logged inside traced work (``llmrec.tracing``), so a request's or a
+    batch's log line leads to its trace; with tracing off there is no span and nothing is added."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", f"{context.trace_id:032x}")
+        event.setdefault("span_id", f"{context.span_id:016x}")
+    return event
+
+
 def configure_logging(level: str = "INFO", json: bool = False) -> None:
     """Call once per process entry point. Library loggers (faust, aiokafka) go through the same output."""
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,

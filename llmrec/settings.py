@@ -262,11 +262,22 @@ class ApiSettings(BaseModel):
     # at least this deep: over the serving benchmark's 100k-item HNSW index one search took 0.42 ms for up
     # to 128 candidates (efSearch 128) and 0.99 ms for 310, the pool of 300 this replaced.
     candidate_pool: int = 100
+    # The largest request, gRPC message or HTTP body: larger ones are refused (RESOURCE_EXHAUSTED, 400 on
+    # HTTP) and counted. gRPC core takes up to twice this off the wire before the API refuses it (so the
+    # refusal is counted; grpc_api/interceptors.py): the most memory one request's message can take.
     max_message_bytes: int = 4 * 1024 * 1024
     grace_period_s: float = 5.0
     # How often each API process reads the catalogue's change feed; a new item is served within about
     # this long after the worker stored it (grpc_api/live_catalogue.py).
     catalogue_poll_s: float = Field(default=0.5, gt=0.0, le=60.0)
+    # How often each API process looks for a newly trained ranker (``CURRENT`` under ``ranker_dir``, e.g.
+    # after `llmrec train-ranker --from-ledger`); a new version is loaded off the event loop and swapped in
+    # atomically, requests in flight finishing on the old one.
+    ranker_poll_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    # Threads torch may use for one ranking. Requests already run concurrently (a worker thread each), and
+    # one request's network pass over a few hundred candidates is too small to split; more threads per
+    # request only fight over the cores (torch's default pool in every thread cut throughput 4x).
+    scoring_threads: int = Field(default=1, ge=1, le=64)
     metrics_port: int = 19102
     # The server's event loop: uvloop (libuv) or Python's own asyncio loop. Through the gRPC API at 100k
     # items, 8 clients, uvloop served 527 req/s against 468 on asyncio's loop in back-to-back runs.
@@ -296,6 +307,14 @@ class ApiSettings(BaseModel):
     # acknowledgement before answering 503.
     http_max_events: int = Field(default=500, ge=1, le=10_000)
     http_publish_timeout_s: float = Field(default=10.0, gt=0.0, le=300.0)
+    # The deadline of one request to the API's /v1 routes (not /v1/admin): over it the handler is cancelled
+    # and the answer is 504 DEADLINE_EXCEEDED (work already in a thread, an index search, runs on; its result
+    # is dropped). A POST gets http_publish_timeout_s more, for Kafka's acknowledgement. 5 s: the gRPC
+    # client's default deadline.
+    http_request_timeout_s: float = Field(default=5.0, gt=0.0, le=300.0)
+    # The admin page at /admin and its JSON under /v1/admin (grpc_api/admin.py), with the same tokens; it can
+    # replay dead letters (a write), so a deployment that wants no such surface turns it off.
+    admin_enabled: bool = True
     # -- end HTTP/JSON API
 
     @model_validator(mode="after")

@@ -53,6 +53,7 @@ from llmrec.artifacts import (
     catalogue_path,
 )
 from llmrec.catalogue import Catalogue
+from ranker.columns import Column
 
 # faiss-cpu's bundled stubs lack the SearchParameters keyword constructors (SearchParametersHNSW is
 # missing entirely), so the module is used untyped here; every array crossing it is checked or cast.
@@ -64,6 +65,20 @@ IndexKind = Literal["flat", "hnsw", "ivf"]
 INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 
 FORMAT_VERSION = INDEX_FORMAT
+
+# Exact search stays under a few milliseconds per query up to about this many 384-d items.
+FLAT_MAX_ITEMS = 50_000
+# HNSW answers fastest but builds slowly: 61 s for 100k x 384 on 2 CPU cores (reports/bench.md), growing
+# faster than n, so well over ten minutes at 1M. Beyond this size IVF, which builds 1M items in under a
+# minute, is the practical choice (at the cost of slower queries: see the serving benchmark).
+HNSW_MAX_ITEMS = 300_000
+
+
+def choose_kind(count: int) -> IndexKind:
+    if count <= FLAT_MAX_ITEMS:
+        return "flat"
+    return "hnsw" if count <= HNSW_MAX_ITEMS else "ivf"
+
 
 # HNSW: M=32 links per node and efConstruction=200 are FAISS's usual high-recall settings for 384-d text
 # embeddings; efSearch is raised to k per query when k is larger, since HNSW cannot return more than ef.
@@ -81,7 +96,7 @@ IVF_TRAIN_SEED = 1234
 # ``search_async`` searches inline (on the caller's event loop) up to this many vectors scanned per query,
 # about 1 ms of 384-d inner products on one core here, and in a worker thread beyond.
 INLINE_SEARCH_VECTORS = 32_768
-# Per-thread: whether this thread has set FAISS's OpenMP team to one thread (``_search_single_threaded``).
+# Per-thread: whether this thread has set FAISS's OpenMP team to one thread (``search_single_threaded``).
 _omp_state = threading.local()
 # Rows must be unit vectors to within this, after which they are renormalised exactly.
 NORM_TOLERANCE = 1e-2
@@ -178,23 +193,66 @@ def _make_faiss_index(embeddings: FloatArray, kind: IndexKind) -> tuple[Any, dic
 
 
 class ItemIndex:
-    """Immutable after construction: the API swaps whole ``ItemIndex`` objects, never mutates one."""
+    """Immutable after construction: the API swaps whole ``ItemIndex`` objects, never mutates one.
 
-    def __init__(self, index: Any, item_ids: IdArray, embeddings: FloatArray, meta: IndexMeta) -> None:
+    Rows ``[0, base_rows)`` are in the FAISS index (the "base"); rows appended by ``with_changes`` after it
+    was built (the "delta") are searched exactly, alongside it, until ``merged`` adds them to a copy of the
+    base in the background. So a live change costs its own rows, not a copy of the index: the embeddings
+    and ids are ``Column``s that a derived index extends past this one's rows (see ``ranker.columns``).
+    """
+
+    def __init__(
+        self,
+        index: Any,
+        item_ids: IdArray,
+        embeddings: FloatArray,
+        meta: IndexMeta,
+    ) -> None:
         if index.ntotal != len(item_ids) or embeddings.shape != (len(item_ids), meta.dim):
             raise IndexFormatError(
                 f"index has {index.ntotal} rows, ids {len(item_ids)}, embeddings {embeddings.shape}, "
                 f"meta dim {meta.dim}"
             )
+        ids = np.ascontiguousarray(item_ids, dtype=np.int64)
+        # Sorted live ids and their rows: vectorised id -> row lookups without a Python dict per item.
+        order = np.argsort(ids, kind="stable")
+        order = order[ids[order] >= 0]
+        self._init(index, len(ids), Column.of(ids), Column.of(embeddings), meta, order, ids[order])
+
+    def _init(
+        self,
+        index: Any,
+        base_rows: int,
+        ids: Column,
+        embeddings: Column,
+        meta: IndexMeta,
+        order: IdArray,
+        sorted_ids: IdArray,
+    ) -> None:
         self._index = index
-        self._item_ids = item_ids
-        self._embeddings = embeddings
+        self._base_rows = base_rows
+        self._ids = ids
+        self._vectors = embeddings
+        self._item_ids: IdArray = ids.values
+        self._embeddings: FloatArray = embeddings.values
         self._meta = meta
-        # Sorted ids and their rows: vectorised id -> row lookups without a Python dict per item.
-        self._order = np.argsort(item_ids, kind="stable")
-        self._sorted_ids = item_ids[self._order]
-        item_ids.setflags(write=False)
-        embeddings.setflags(write=False)
+        self._order = order
+        self._sorted_ids = sorted_ids
+
+    @classmethod
+    def _derived(
+        cls,
+        index: Any,
+        base_rows: int,
+        ids: Column,
+        embeddings: Column,
+        meta: IndexMeta,
+        order: IdArray,
+        sorted_ids: IdArray,
+    ) -> ItemIndex:
+        out = cls.__new__(cls)
+        out._init(index, base_rows, ids, embeddings, meta, order, sorted_ids)
+        return out
 
     @classmethod
     def build(
@@ -294,33 +352,75 @@ class ItemIndex:
         id becomes -1, which searches report as "no hit"), and ``embeddings`` are appended under
         ``item_ids``. An id may be retired and appended in one call: that is how a vector changes.
 
-        Costs a copy of the index (FAISS has no persistent data structure); ``compacted`` drops the
-        retired rows once they add up."""
+        Costs the changed rows plus a few O(rows) copies of small arrays (ids, the sorted lookup): the
+        FAISS base and the embeddings are shared, the new rows searched exactly until ``merged``. Derive
+        from the newest index: a second derivation from the same one copies the embeddings.
+        ``compacted`` drops the retired rows once they add up."""
         ids = np.ascontiguousarray(np.asarray(item_ids), dtype=np.int64).reshape(-1)
-        current = self._item_ids.copy()
         gone = self.rows(np.fromiter(retired, dtype=np.int64))
-        current[gone[gone >= 0]] = -1
+        gone = np.unique(gone[gone >= 0])
         if len(ids):
             vectors = normalise_rows(embeddings)
             if vectors.shape != (len(ids), self.dim):
                 raise ValueError(f"{len(ids)} item ids but embeddings of shape {vectors.shape}")
-            live = current[current >= 0]
-            if len(np.unique(ids)) != len(ids) or np.isin(ids, live).any():
+            found = self.rows(ids)
+            if len(np.unique(ids)) != len(ids) or np.isin(found[found >= 0], gone, invert=True).any():
                 raise ValueError("appended item ids must be new or retired in the same call")
         else:
             vectors = np.zeros((0, self.dim), dtype=np.float32)
-        index = faiss.clone_index(self._index)
-        if len(vectors):
-            index.add(vectors)
-        meta = dataclasses.replace(self._meta, version=version, count=len(current) + len(ids))
-        return ItemIndex(
-            index, np.concatenate([current, ids]), np.concatenate([self._embeddings, vectors]), meta
+        rows = len(self)
+        id_column = self._ids.derive(ids, gone, np.full(len(gone), -1, dtype=np.int64))
+        vector_column = self._vectors.derive(vectors)
+        # The lookup: retired ids leave it, appended ones are merged in (O(rows) copies, no sort of all).
+        keep = np.ones(len(self._sorted_ids), dtype=np.bool_)
+        keep[np.searchsorted(self._sorted_ids, self._item_ids[gone])] = False
+        order, sorted_ids = self._order[keep], self._sorted_ids[keep]
+        if len(ids):
+            by_id = np.argsort(ids, kind="stable")
+            at = np.searchsorted(sorted_ids, ids[by_id])
+            sorted_ids = np.insert(sorted_ids, at, ids[by_id])
+            order = np.insert(order, at, rows + by_id)
+        meta = dataclasses.replace(self._meta, version=version, count=rows + len(ids))
+        return ItemIndex._derived(
+            self._index, self._base_rows, id_column, vector_column, meta, order, sorted_ids
+        )
+
+    @property
+    def delta_rows(self) -> int:
+        """Rows appended since the FAISS base was built (searched exactly until ``merged``)."""
+        return len(self) - self._base_rows
+
+    def merged(self) -> ItemIndex:
+        """The same rows with the delta added to a copy of the FAISS base: a copy of the index, so it is
+        made in the background and moved onto the newest index with ``rebased``."""
+        if self.delta_rows == 0:
+            return self
+        base = faiss.clone_index(self._index)
+        base.add(np.ascontiguousarray(self._embeddings[self._base_rows :]))
+        return ItemIndex._derived(
+            base, len(self), self._ids, self._vectors, self._meta, self._order, self._sorted_ids
+        )
+
+    def rebased(self, merged: ItemIndex) -> ItemIndex:
+        """This index searched through ``merged``'s FAISS base when that base holds this index's first rows
+        (``merged`` was made from this index or an older one of its line) and more of them than its own;
+        otherwise this index as it is. Rows, ids and answers stay the same."""
+        rows = merged._base_rows
+        if (
+            rows <= self._base_rows
+            or rows > len(self)
+            or merged._vectors.lineage is not self._vectors.lineage
+            or merged._index.d != self.dim
+        ):
+            return self
+        return ItemIndex._derived(
+            merged._index, rows, self._ids, self._vectors, self._meta, self._order, self._sorted_ids
         )
 
     @property
     def retired_rows(self) -> int:
         """Rows a ``with_changes`` retired: still in FAISS, never found."""
-        return int(np.count_nonzero(self._item_ids < 0))
+        return len(self) - len(self._sorted_ids)
 
     def compacted(self) -> ItemIndex:
         """The same items without retired rows: a fresh index of this kind (a full build)."""
@@ -379,7 +479,20 @@ class ItemIndex:
         k = min(k, len(self))
         if k == 0:
             return np.zeros((matrix.shape[0], 0), dtype=np.float32), np.zeros((matrix.shape[0], 0), np.int64)
-        scores, rows = self._index.search(matrix, k, params=self._search_params(k))
+        if self._base_rows == 0:
+            scores, rows = _exact_top(matrix, self._embeddings, k)
+        else:
+            base_k = min(k, self._base_rows)
+            scores, rows = self._index.search(matrix, base_k, params=self._search_params(base_k))
+            if self.delta_rows:
+                # The rows appended since the base was built: exact scores, merged into the base's hits.
+                delta = self._embeddings[self._base_rows :]
+                delta_scores, delta_rows = _exact_top(matrix, delta, min(k, len(delta)))
+                scores = np.concatenate([np.where(rows >= 0, scores, -np.inf), delta_scores], axis=1)
+                rows = np.concatenate([rows, delta_rows + self._base_rows], axis=1)
+                best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+                scores = np.take_along_axis(scores, best, axis=1)
+                rows = np.take_along_axis(rows, best, axis=1)
         found = rows >= 0
         item_ids = np.where(found, self._item_ids[np.where(found, rows, 0)], -1).astype(np.int64)
         scores = np.where(found, scores, -np.inf).astype(np.float32)
@@ -394,20 +507,20 @@ class ItemIndex:
         (HNSW), 8 clients: 527 req/s and p99 23.9 ms through a thread, 552 req/s and p99 16.9 ms inline.
         """
         if self.vectors_scanned(k) <= INLINE_SEARCH_VECTORS:
-            return self._search_single_threaded(queries, k)
-        return await asyncio.to_thread(self._search_single_threaded, queries, k)
+            return self.search_single_threaded(queries, k)
+        return await asyncio.to_thread(self.search_single_threaded, queries, k)
 
     def vectors_scanned(self, k: int) -> int:
         """About how many vectors one query compares against: all for flat, the probed lists for IVF, and
         for HNSW a graph walk of a few thousand (counted as 0: always cheap)."""
         if self.kind == "hnsw":
-            return 0
+            return self.delta_rows
         if self.kind == "ivf":
             params = self._meta.params
-            return math.ceil(len(self) * params["nprobe"] / params["nlist"])
+            return math.ceil(self._base_rows * params["nprobe"] / params["nlist"]) + self.delta_rows
         return len(self)
 
-    def _search_single_threaded(self, queries: npt.ArrayLike, k: int) -> tuple[FloatArray, IdArray]:
+    def search_single_threaded(self, queries: npt.ArrayLike, k: int) -> tuple[FloatArray, IdArray]:
         # One OpenMP thread per calling thread (the setting is per thread). For one query over 12k x 384
         # on 2 cores, FAISS's default OpenMP team made a flat search take ~15 ms p50 instead of ~1 ms:
         # the threads spin and contend with each other and with concurrent requests, which already
@@ -431,7 +544,7 @@ class ItemIndex:
         """Write the four files into ``folder`` (created if missing). Not atomic by itself: write into a
         ``publish_dir`` staging folder to replace a live index."""
         folder.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self._index, str(folder / INDEX_FILE))
+        faiss.write_index(self.merged()._index, str(folder / INDEX_FILE))
         np.save(folder / IDS_FILE, self._item_ids, allow_pickle=False)
         np.save(folder / EMBEDDINGS_FILE, self._embeddings, allow_pickle=False)
         (folder / META_FILE).write_text(self._meta.to_json())
@@ -452,6 +565,17 @@ class ItemIndex:
         if index.d != meta.dim or len(item_ids) != meta.count:
             raise IndexFormatError(f"{folder}: files disagree with {META_FILE}")
         return cls(index, item_ids, embeddings, meta)
+
+
+def _exact_top(queries: FloatArray, vectors: FloatArray, k: int) -> tuple[FloatArray, IdArray]:
+    """Top ``k`` rows of ``vectors`` by inner product with each query, best first (a flat search)."""
+    scores = (queries @ vectors.T).astype(np.float32, copy=False)
+    if k < scores.shape[1]:
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        top = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    best = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+    return np.take_along_axis(scores, best, axis=1), best.astype(np.int64)
 
 
 def load_artifacts(index_dir: Path) -> tuple[ItemIndex, Catalogue]:

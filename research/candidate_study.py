@@ -20,7 +20,6 @@ Writes ``reports/candidates.json`` (merged: one entry per dataset x seed, a reru
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 import tracemalloc
@@ -32,7 +31,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from llmrec.settings import Settings
-from ranker.model.ease import ease_matrix
+from ranker.model.ease import ease_matrix, prune_rows
+from ranker.model.features import ItemSide
 from ranker.model.recommender import LLMRec
 from research.candidates import (
     CandidateGenerator,
@@ -46,7 +46,6 @@ from research.candidates import (
     exhaustive_ndcg,
     mean_ndcg,
     measure_fit,
-    prune_rows,
     restricted_top_k,
     sparse_scores,
     top_k,
@@ -162,7 +161,12 @@ def _swapped_scorer(model: LLMRec, users: np.ndarray) -> Callable[[np.ndarray], 
 
     def score(replacement: np.ndarray) -> np.ndarray:
         original = model.item_side
-        model.item_side = dataclasses.replace(original, ease=replacement.astype(np.float32))
+        model.item_side = ItemSide.assemble(
+            sp.csr_matrix(replacement, dtype=np.float32),
+            original.vectors,
+            original.log_popularity,
+            original.constants,
+        )
         try:
             return model.score(users)
         finally:

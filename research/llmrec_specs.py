@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "dropout": 0.1,
     "n_collab": 50,
     "n_semantic": 10,
+    "neighbours": 50,
     "training.lr": 3e-3,
     "training.epochs": 4,
     "training.weight_decay": 0.01,
@@ -43,12 +44,17 @@ SPACE: SearchSpace = {
     "dropout": P.float_(0.0, 0.3),
     "n_collab": P.int_(20, 200, log=True),
     "n_semantic": P.int_(0, 50),
+    # Entries kept per column of EASE's matrix (0: dense). Pruning to 50 helped mal-completed's validation
+    # part and hurt MovieLens's (reports/candidates.md), so it is chosen per data set.
+    "neighbours": P.categorical(25, 50, 100, 200, 0),
     "training.lr": P.float_(1e-3, 3e-2, log=True),
     "training.epochs": P.int_(2, 6),
     "training.weight_decay": P.float_(1e-4, 1e-1, log=True),
 }
 # The no-fusion ablation has no trained layer: only the branches' own settings matter.
-NO_FUSION_SPACE: SearchSpace = {k: SPACE[k] for k in ("n_collab", "n_semantic")}
+NO_FUSION_SPACE: SearchSpace = {k: SPACE[k] for k in ("n_collab", "n_semantic", "neighbours")}
+# The dense-EASE ablation keeps every column entry: it takes no ``neighbours``.
+DENSE_SPACE: SearchSpace = {k: v for k, v in SPACE.items() if k != "neighbours"}
 
 
 def builder(name: str) -> Callable[[Mapping[str, Any], int], Recommender]:
@@ -62,11 +68,12 @@ def model_specs() -> dict[str, ModelSpec]:
     """``ModelSpec`` per variant name, for the harness registry's table."""
     # The ablations are not tuned on their own: each takes llmrec's tuned parameters (the no-fusion one only
     # the branches' settings), so it differs from llmrec only by what it removes.
+    spaces = {"llmrec-no-fusion": NO_FUSION_SPACE, "llmrec-dense-ease": DENSE_SPACE}
     return {
         name: ModelSpec(
             builder(name),
-            DEFAULTS if name != "llmrec-no-fusion" else {k: DEFAULTS[k] for k in (*NO_FUSION_SPACE, "reg")},
-            SPACE if name != "llmrec-no-fusion" else NO_FUSION_SPACE,
+            {k: v for k, v in DEFAULTS.items() if k in spaces.get(name, SPACE) or k == "reg"},
+            spaces.get(name, SPACE),
             needs_text=True,
             tuned_as=None if name == "llmrec" else "llmrec",
             borrowed={"reg": "ease"},

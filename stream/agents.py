@@ -22,6 +22,7 @@ import faust
 from faust.streams import Stream
 from faust.types import AgentT, EventT, StreamT, TopicT
 
+from llmrec import tracing
 from llmrec.logs import get_logger
 from stream.processing import RawMessage, offset_ranges
 from stream.retry import Backoff, Sleep
@@ -39,7 +40,17 @@ def raw_message(event: EventT[Any]) -> RawMessage:
         offset=message.offset,
         key=message.key,
         value=message.value,
+        headers=_headers(message.headers) if tracing.enabled() else (),
     )
+
+
+def _headers(
+    headers: Sequence[tuple[str, bytes]] | Mapping[str, bytes] | None,
+) -> tuple[tuple[str, bytes], ...]:
+    """A message's headers as pairs (aiokafka gives a sequence; Faust's type also allows a mapping)."""
+    if not headers:
+        return ()
+    return tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers)
 
 
 async def handle_until_done(

@@ -31,6 +31,7 @@ import numpy.typing as npt
 from encoder_triton.client import EncoderRejected, EncoderUnavailable, TextEncoder
 from llmrec.events.schema import AnyItemEvent, DeleteItemEvent, HideItemEvent, UpsertItemEvent
 from llmrec.events.validation import InvalidEvent, RejectReason, check_item_vector, parse_item_event
+from llmrec.item_ids import item_key
 from llmrec.item_text import embedding_text_of
 from llmrec.logs import get_logger
 from llmrec.store.interface import (
@@ -46,7 +47,14 @@ from llmrec.store.interface import (
 )
 from stream.deadletter import DeadLetter, DeadLetterSink, SinkUnavailable
 from stream.item_vectors import LiveItemVectors
-from stream.processing import BatchResult, RawMessage, dead_letter_for, offset_ranges
+from stream.processing import (
+    BatchResult,
+    RawMessage,
+    dead_letter_for,
+    offset_ranges,
+    record_result,
+    traced_batch,
+)
 from stream.retry import Backoff, Sleep, retry_transient
 
 log = get_logger(__name__)
@@ -86,6 +94,12 @@ class ItemBatchProcessor:
         self._now = now
 
     async def process(self, batch: Sequence[RawMessage]) -> BatchResult:
+        with traced_batch(batch) as span:
+            result = await self._process(batch)
+            record_result(span, result)
+        return result
+
+    async def _process(self, batch: Sequence[RawMessage]) -> BatchResult:
         started = time.perf_counter()
         retries = 0
         letters: list[DeadLetter] = []
@@ -106,6 +120,11 @@ class ItemBatchProcessor:
                 letters.append(
                     dead_letter_for(message, RejectReason.VALIDATION_CRASHED.value, detail, self._now())
                 )
+
+        events, collided = await self._without_key_collisions(events)
+        for message, detail in collided:
+            reason = RejectReason.ITEM_KEY_COLLISION.value
+            letters.append(dead_letter_for(message, reason, detail, self._now()))
 
         upserts = [_Upsert(m, e) for m, e in events if isinstance(e, UpsertItemEvent)]
         retries += await self._reuse_stored_vectors(upserts)
@@ -186,6 +205,36 @@ class ItemBatchProcessor:
             retries=retries,
             latency_s=latency,
         )
+
+    async def _without_key_collisions(
+        self, events: list[tuple[RawMessage, AnyItemEvent]]
+    ) -> tuple[list[tuple[RawMessage, AnyItemEvent]], list[tuple[RawMessage, str]]]:
+        """The events whose item id owns its key, and the others with the reason: a key already held by
+        another stored id, or by another id earlier in the batch. The catalogue's unique key would refuse
+        them and fail the whole batch on every retry; dead-lettered, the rest of the batch goes through."""
+        if not events:
+            return events, []
+        keys = {event.item_id: item_key(event.item_id) for _, event in events}
+        stored, _ = await retry_transient(
+            lambda: self._store.item_ids_by_key(sorted(set(keys.values()))),
+            transient=(StoreUnavailable,),
+            what="store.item_ids_by_key",
+            backoff=self._backoff,
+            sleep=self._sleep,
+        )
+        owner = dict(stored)
+        kept: list[tuple[RawMessage, AnyItemEvent]] = []
+        collided: list[tuple[RawMessage, str]] = []
+        for message, event in events:
+            key = keys[event.item_id]
+            holder = owner.setdefault(key, event.item_id)
+            if holder == event.item_id:
+                kept.append((message, event))
+            else:
+                collided.append(
+                    (message, f"item id {event.item_id!r} has the same key ({key}) as item {holder!r}")
+                )
+        return kept, collided
 
     async def _reuse_stored_vectors(self, upserts: list[_Upsert]) -> int:
         """Set the user's vector, or the stored one where the text is unchanged; returns failed attempts."""

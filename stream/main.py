@@ -21,6 +21,7 @@ from faust.types import TP, EventT
 from mode import Service
 
 from encoder_triton.client import EncoderClient
+from llmrec import tracing
 from llmrec.events.topics import ensure_system_topics
 from llmrec.lifecycle import WORKER_PARTITIONS_ASSIGNED, WORKER_READY
 from llmrec.logs import configure_logging, get_logger
@@ -215,6 +216,7 @@ def build_worker(settings: Settings) -> tuple[faust.App, WorkerResources]:
 def run_worker(settings: Settings) -> NoReturn:
     """Run until SIGTERM or SIGINT, then exit the process (Faust's worker calls ``sys.exit``)."""
     configure_logging(settings.log_level, settings.log_json)
+    tracing.configure("llmrec-worker")  # off unless OTEL_* asks for it (llmrec.tracing)
     # Faust's worker runs on the current event loop; give it a fresh one it owns.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

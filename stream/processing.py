@@ -24,6 +24,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -31,6 +32,7 @@ from typing import TypeVar
 import numpy as np
 
 from encoder_triton.client import EncoderRejected, EncoderUnavailable, TextEncoder
+from llmrec import tracing
 from llmrec.events.schema import EventType, RatingEvent, ReviewEvent, WatchEvent
 from llmrec.events.validation import AnyEvent, InvalidEvent, RejectReason, parse_event
 from llmrec.item_ids import item_key
@@ -64,6 +66,8 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    # Kafka headers; the agents fill them only while tracing is on (they carry the publish's trace context).
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,34 @@ class BatchResult:
     reasons: Mapping[str, int] = field(default_factory=dict)
     retries: int = 0
     latency_s: float = 0.0
+
+
+def traced_batch(batch: Sequence[RawMessage]) -> AbstractContextManager[tracing.Span]:
+    """The batch's span (``llmrec.tracing.batch_span``: a child of its first traced message, linked to
+    all of them); the store's and Triton's spans of the batch hang under it."""
+    topic = batch[0].topic if batch else "?"
+    return tracing.batch_span(
+        f"process {topic}",
+        (m.headers for m in batch),
+        {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": topic,
+            "messaging.batch.message_count": len(batch),
+        },
+    )
+
+
+def record_result(span: tracing.Span, result: BatchResult) -> None:
+    if span.is_recording():
+        span.set_attributes(
+            {
+                "llmrec.batch.applied": result.applied,
+                "llmrec.batch.duplicates": result.duplicates,
+                "llmrec.batch.dead_lettered": result.dead_lettered,
+                "llmrec.batch.retries": result.retries,
+            }
+        )
 
 
 def offset_ranges(batch: Sequence[RawMessage]) -> dict[int, str]:
@@ -193,6 +225,12 @@ class BatchProcessor:
         self._now = now
 
     async def process(self, batch: Sequence[RawMessage]) -> BatchResult:
+        with traced_batch(batch) as span:
+            result = await self._process(batch)
+            record_result(span, result)
+        return result
+
+    async def _process(self, batch: Sequence[RawMessage]) -> BatchResult:
         started = time.perf_counter()
         # One processor serves all three agents at once: per-batch counters live here, not on self.
         tally = _Tally()

@@ -4,7 +4,8 @@ pods would start with settings llmrec accepts, and that probes, ports, annotatio
 ``python -m tools.check_chart rendered.yaml [...]``: one file per ``helm template`` run; exit status 1 with
 the problems listed. ``make ops-check`` renders the chart with its defaults and with ``ci-values.yaml``.
 For each Deployment, the ConfigMap's ``llmrec.toml`` and the container's ``LLMREC_*`` variables are loaded
-with ``llmrec.settings.load_settings``, exactly as the process would at start.
+with ``llmrec.settings.load_settings``, exactly as the process would at start; a variable set twice in one
+container (Kubernetes keeps the last, silently: an ``extraEnv`` entry overriding the chart's) is a problem.
 """
 
 from __future__ import annotations
@@ -51,6 +52,16 @@ def _component(manifest: Manifest) -> str:
 
 def _env(container: Mapping[str, Any]) -> dict[str, str]:
     return {str(item["name"]): str(item["value"]) for item in container.get("env", ()) if "value" in item}
+
+
+def duplicate_env(deployment: Manifest) -> list[str]:
+    """Variables set more than once in a container of ``deployment``."""
+    problems: list[str] = []
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        names = [str(item["name"]) for item in container.get("env", ())]
+        for twice in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"{deployment['metadata']['name']}: {container['name']} sets {twice} twice")
+    return problems
 
 
 def _mount_for(
@@ -128,6 +139,8 @@ def check_api(deployment: Manifest, settings: Settings, manifests: list[Manifest
         problems.append(f"{name}: port grpc {ports.get('grpc')} != api.port {settings.api.port}")
     if ports.get("metrics") != settings.api.metrics_port:
         problems.append(f"{name}: port metrics {ports.get('metrics')} != api.metrics_port")
+    if settings.api.http_enabled and ports.get("http") != settings.api.http_port:
+        problems.append(f"{name}: port http {ports.get('http')} != api.http_port {settings.api.http_port}")
     if settings.api.processes != 1:
         problems.append(f"{name}: api.processes={settings.api.processes}: the metrics ports would differ")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -181,6 +194,7 @@ def check(manifests: list[Manifest]) -> list[str]:
         if deployment is None:
             problems.append(f"no Deployment with app.kubernetes.io/component={component}")
             continue
+        problems += duplicate_env(deployment)
         settings, found = pod_settings(deployment, manifests)
         problems += found
         if settings is None:

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Builds helm and promtool from the Go module proxy into .tools/bin (GitHub release downloads are not
+# Builds helm, promtool and buf from the Go module proxy into .tools/bin (GitHub release downloads are not
 # reachable from CI/dev machines here, proxy.golang.org is). Idempotent: a binary already built from the
 # pinned version is kept (a stamp beside it names the version), so a rerun costs nothing; a changed pin
 # rebuilds. A clean build takes minutes (promtool most of them: Prometheus' service-discovery SDKs).
-# SKIP_PROMTOOL=1 builds helm only.
+# Names as arguments build only those (`tools/install_ops_tools.sh buf`: make proto-compat); none, all three.
+# SKIP_PROMTOOL=1 skips promtool.
 set -euo pipefail
 
 HELM_VERSION="${HELM_VERSION:-v3.19.5}"
 # Prometheus' Go module versions are v0.<major*100+minor>.<patch>: v0.309.1 is Prometheus v3.9.1.
 PROMTOOL_VERSION="${PROMTOOL_VERSION:-v0.309.1}"
+# buf: `buf breaking` against the released proto image (make proto-compat, proto/compat/).
+BUF_VERSION="${BUF_VERSION:-v1.75.0}"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # OPS_TOOLS_DIR: another cache folder (a clean-machine timing, a CI cache path).
@@ -22,13 +25,18 @@ export GOFLAGS="-buildvcs=false -modcacherw"
 export GOTOOLCHAIN=local
 mkdir -p "$GOBIN"
 built=0
+WANTED=" ${*:-helm promtool buf} "
+[[ "${SKIP_PROMTOOL:-0}" == "1" ]] && WANTED="${WANTED/ promtool / }"
+wanted() { [[ "$WANTED" == *" $1 "* ]]; }
 
 # A stamp per tool records the version it was built from, so changing a pin rebuilds it.
 cached() { # name version
   [[ -x "$GOBIN/$1" && -f "$GOBIN/.$1.version" && "$(cat "$GOBIN/.$1.version")" == "$2" ]]
 }
 
-if cached helm "$HELM_VERSION"; then
+if ! wanted helm; then
+  :
+elif cached helm "$HELM_VERSION"; then
   echo "helm $HELM_VERSION: cached in $GOBIN"
 else
   echo "building helm $HELM_VERSION from the Go module proxy..."
@@ -42,8 +50,8 @@ else
   built=1
 fi
 
-if [[ "${SKIP_PROMTOOL:-0}" == "1" ]]; then
-  echo "promtool: skipped (SKIP_PROMTOOL=1)"
+if ! wanted promtool; then
+  :
 elif cached promtool "$PROMTOOL_VERSION"; then
   echo "promtool $PROMTOOL_VERSION: cached in $GOBIN"
 else
@@ -60,6 +68,17 @@ else
       -o "$GOBIN/promtool" github.com/prometheus/prometheus/cmd/promtool
   )
   echo "$PROMTOOL_VERSION" >"$GOBIN/.promtool.version"
+  built=1
+fi
+
+if ! wanted buf; then
+  :
+elif cached buf "$BUF_VERSION"; then
+  echo "buf $BUF_VERSION: cached in $GOBIN"
+else
+  echo "building buf $BUF_VERSION from the Go module proxy..."
+  "$GO" install -ldflags "-s -w" "github.com/bufbuild/buf/cmd/buf@$BUF_VERSION"
+  echo "$BUF_VERSION" >"$GOBIN/.buf.version"
   built=1
 fi
 

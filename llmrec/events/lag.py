@@ -1,13 +1,15 @@
 """Consumer lag: how far the worker's consumer group is behind the end of each topic.
 
-Used by the demo and the tests to wait until everything published has been processed: the worker commits
-an offset only after the batch is applied or dead-lettered, so zero lag means nothing is pending.
+Used by the demo and the tests to wait until everything published has been processed, and by the admin
+page (``grpc_api.admin``) to show it per partition: the worker commits an offset only after the batch is
+applied or dead-lettered, so zero lag means nothing is pending.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -15,8 +17,20 @@ from llmrec.events.topics import client_config
 from llmrec.settings import KafkaSettings
 
 
-def consumer_lag(kafka: KafkaSettings, topics: Iterable[str], group: str | None = None) -> dict[str, int]:
-    """Messages not yet committed by ``group`` (default: the worker's group), summed per topic."""
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None  # the group's committed offset; None before its first commit
+    end: int  # the high watermark: the offset the next message will get
+    lag: int  # messages not yet committed by the group
+
+
+def partition_lag(
+    kafka: KafkaSettings, topics: Iterable[str], group: str | None = None, *, timeout_s: float = 10.0
+) -> list[PartitionLag]:
+    """Committed offset against high watermark of every partition of ``topics``, for ``group`` (default:
+    the worker's group). Only reads: the consumer never joins the group or commits."""
     config = {
         **client_config(kafka),
         "group.id": group or kafka.consumer_group,
@@ -24,21 +38,28 @@ def consumer_lag(kafka: KafkaSettings, topics: Iterable[str], group: str | None 
     }
     consumer = Consumer(config)
     try:
-        lag: dict[str, int] = {}
-        metadata = consumer.list_topics(timeout=10)
+        out: list[PartitionLag] = []
+        metadata = consumer.list_topics(timeout=timeout_s)
         for topic in topics:
-            partitions = [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
-            committed = consumer.committed(partitions, timeout=10)
-            total = 0
-            for tp in committed:
-                low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            partitions = [TopicPartition(topic, p) for p in sorted(metadata.topics[topic].partitions)]
+            for tp in consumer.committed(partitions, timeout=timeout_s):
+                low, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
                 # No commit yet (negative offset): everything from the log start is pending.
                 position = tp.offset if tp.offset >= 0 else low
-                total += max(0, high - position)
-            lag[topic] = total
-        return lag
+                committed = tp.offset if tp.offset >= 0 else None
+                out.append(PartitionLag(topic, tp.partition, committed, high, max(0, high - position)))
+        return out
     finally:
         consumer.close()
+
+
+def consumer_lag(kafka: KafkaSettings, topics: Iterable[str], group: str | None = None) -> dict[str, int]:
+    """Messages not yet committed by ``group`` (default: the worker's group), summed per topic."""
+    names = list(topics)
+    lag = dict.fromkeys(names, 0)
+    for part in partition_lag(kafka, names, group):
+        lag[part.topic] += part.lag
+    return lag
 
 
 def wait_until_consumed(

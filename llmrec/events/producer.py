@@ -14,6 +14,7 @@ from typing import Any, Protocol, Self
 
 from confluent_kafka import Producer
 
+from llmrec import tracing
 from llmrec.events.schema import AnyItemEvent, EventType
 from llmrec.events.topics import client_config
 from llmrec.events.validation import AnyEvent, encode_event
@@ -36,6 +37,7 @@ class ProducerClient(Protocol):
         value: bytes | None = ...,
         key: bytes | None = ...,
         on_delivery: Callable[[Any, Any], None] | None = ...,
+        headers: list[tuple[str, str | bytes | None]] | None = ...,
     ) -> None: ...
 
     def poll(self, timeout: float = ...) -> int: ...
@@ -167,10 +169,28 @@ class EventProducer:
         return topic
 
     def publish_raw(self, topic: str, key: bytes | str | None, value: bytes | None) -> None:
-        """Queue arbitrary bytes, unvalidated (tests use it to send malformed messages)."""
+        """Queue arbitrary bytes, unvalidated (tests use it to send malformed messages). With tracing on,
+        each message gets a producer span whose context travels in its headers (``llmrec.tracing``)."""
+        if not tracing.enabled():
+            self._produce(topic, key, value, None)
+            return
+        with tracing.producer_span(topic):
+            self._produce(topic, key, value, tracing.kafka_headers())
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | str | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+    ) -> None:
+        # Headers only when there are some: an untraced publish is exactly what it was before tracing.
+        extra: dict[str, list[tuple[str, str | bytes | None]]] = {"headers": list(headers)} if headers else {}
         while True:
             try:
-                self._client.produce(topic, value=value, key=_as_bytes(key), on_delivery=self._on_delivery)
+                self._client.produce(
+                    topic, value=value, key=_as_bytes(key), on_delivery=self._on_delivery, **extra
+                )
                 break
             except BufferError:
                 # The local queue is full: serve delivery reports until librdkafka has room again.

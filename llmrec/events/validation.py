@@ -56,6 +56,9 @@ class RejectReason(StrEnum):
     VECTOR_DIMENSION_MISMATCH = "vector_dimension_mismatch"
     # Found by the worker after validation: the encoder refused the review text as bad input.
     ENCODER_REJECTED = "encoder_rejected"
+    # Items topic, found by the worker: another item id already holds this id's 62-bit key
+    # (``llmrec.item_ids``; about 5e-8 at a million items). Storing it would merge two items.
+    ITEM_KEY_COLLISION = "item_key_collision"
     # A valid event whose signal could not be computed (a non-finite strength): a gap in validation.
     INVALID_SIGNAL = "invalid_signal"
     # Validation itself raised an unexpected error (a bug): kept for a fix and a replay, never retried.

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from llmrec.events.schema import EventType, WatchStatus
+from llmrec.item_ids import item_key
 from llmrec.store.interface import (
     ApplyResult,
     CatalogueChange,
@@ -34,6 +35,8 @@ from llmrec.store.interface import (
     EventStore,
     ItemApplyResult,
     LedgerEntry,
+    LedgerPair,
+    LedgerReader,
     ProfileReader,
     ProfileUpdater,
     SeenItem,
@@ -134,6 +137,29 @@ class FakeStore:
     async def ping(self) -> None:
         await self._enter("ping")
 
+    # -- LedgerReader -----------------------------------------------------------------------------------
+
+    async def ledger_pairs(self, page: int = 50_000) -> AsyncIterator[list[LedgerPair]]:
+        await self._enter("ledger_pairs")
+        pairs: dict[tuple[str, int], list[LedgerEntry]] = {}
+        for entry in self.ledger.values():
+            pairs.setdefault((entry.user_id, entry.item_id), []).append(entry)
+        out: list[LedgerPair] = []
+        for (user, item), entries in sorted(pairs.items()):
+            rated = [e for e in entries if e.rating is not None]
+            latest_rating = max(rated, key=lambda e: e.event_time).rating if rated else None
+            out.append(
+                LedgerPair(
+                    user,
+                    item,
+                    sum(e.strength for e in entries),
+                    max(e.event_time for e in entries),
+                    latest_rating,
+                )
+            )
+        for start in range(0, len(out), page):
+            yield out[start : start + page]
+
     # -- CatalogueStore ---------------------------------------------------------------------------------
 
     async def apply_item_changes(self, changes: Sequence[CatalogueChange]) -> ItemApplyResult:
@@ -168,6 +194,11 @@ class FakeStore:
             for i in item_ids
             if i in self.items and (digest := self.items[i].content_hash) is not None
         }
+
+    async def item_ids_by_key(self, keys: Sequence[int]) -> dict[int, str]:
+        await self._enter("item_ids_by_key")
+        wanted = set(keys)
+        return {key: item_id for item_id in self.items if (key := item_key(item_id)) in wanted}
 
     async def count_items(self, include_hidden: bool = False) -> int:
         await self._enter("count_items")
@@ -211,3 +242,4 @@ if TYPE_CHECKING:  # mypy checks that the fake implements the ports
     _EVENT_STORE: EventStore = FakeStore()
     _PROFILE_READER: ProfileReader = FakeStore()
     _CATALOGUE_STORE: CatalogueStore = FakeStore()
+    _LEDGER_READER: LedgerReader = FakeStore()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -106,6 +106,24 @@ class EventStore(Protocol):
     async def known_event_ids(self, event_ids: Sequence[str]) -> set[str]:
         """The ids among ``event_ids`` that the ledger already holds. A hint that lets the worker skip
         costly work (scoring a replayed review); ``apply_batch`` stays the arbiter of duplicates."""
+        ...
+
+
+@dataclass(frozen=True)
+class LedgerPair:
+    """One (user, item) pair of the interaction ledger, aggregated over its events as the ranker trains on
+    it (the same aggregation as ``SeenItem``, which the API feeds the ranker at request time)."""
+
+    user_id: str
+    item_id: int  # the item's key
+    strength: float  # the events' undecayed strengths, summed
+    event_time: datetime  # the latest event's
+    rating: float | None  # the latest rating, None when the user never rated the item
+
+
+class LedgerReader(Protocol):
+    def ledger_pairs(self, page: int = 50_000) -> AsyncIterator[list[LedgerPair]]:
+        """Every (user, item) pair of the ledger, in pages of at most ``page``, by user then item."""
         ...
 
 
@@ -317,6 +335,10 @@ class CatalogueStore(Protocol):
 
     async def item_content_hashes(self, item_ids: Sequence[str]) -> dict[str, str]:
         """The content hash of each live item among ``item_ids`` (tombstones have none)."""
+        ...
+
+    async def item_ids_by_key(self, keys: Sequence[int]) -> dict[int, str]:
+        """The stored item id holding each of ``keys`` (``llmrec.item_ids.item_key``), tombstones included."""
         ...
 
     async def count_items(self, include_hidden: bool = False) -> int:

@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
+from llmrec import tracing
 from llmrec.events.schema import EventType, WatchStatus
 from llmrec.item_ids import item_key
 from llmrec.logs import get_logger
@@ -47,6 +48,8 @@ from llmrec.store.interface import (
     EventStore,
     ItemApplyResult,
     LedgerEntry,
+    LedgerPair,
+    LedgerReader,
     ProfileReader,
     ProfileUpdater,
     SeenItem,
@@ -59,6 +62,8 @@ from llmrec.store.item_merge import apply_changes
 from llmrec.store.pool import CappedReconnectPool
 
 log = get_logger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Failures that say nothing about the batch: the server went away, refused or aborted the transaction
 # (deadlock, serialisation, admin shutdown), the pool had no connection in time, or a failover left us on
@@ -135,6 +140,19 @@ FROM interactions WHERE user_id = %s
 GROUP BY item_id
 ORDER BY strength DESC, item_id
 LIMIT %s
+"""
+
+
+# The ledger's (user, item) pairs as the ranker trains on them: ``_SEEN_ITEMS``' aggregation for every user.
+_LEDGER_PAIRS = """
+SELECT user_id,
+       item_id,
+       sum(strength) AS strength,
+       max(event_time) AS event_time,
+       (array_agg(rating ORDER BY event_time DESC) FILTER (WHERE rating IS NOT NULL))[1] AS rating
+FROM interactions
+GROUP BY user_id, item_id
+ORDER BY user_id, item_id
 """
 
 
@@ -291,6 +309,15 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     register_vector_adapters(conn)
 
 
+def _traced(operation: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """A client span per call of the store's hot paths, inside traced work only (``llmrec.tracing``)."""
+    return tracing.traced_child(
+        f"postgresql {operation}",
+        kind=tracing.SpanKind.CLIENT,
+        attributes={"db.system.name": "postgresql", "db.operation.name": operation},
+    )
+
+
 class PostgresStore:
     """The ledger and profiles behind an async connection pool. ``open()`` before use, ``close()`` after
     (or ``async with``). Every method raises ``StoreUnavailable`` on transient database failures."""
@@ -353,6 +380,7 @@ class PostgresStore:
     ) -> None:
         await self.close()
 
+    @_traced("apply_batch")
     async def apply_batch(self, entries: Sequence[LedgerEntry], update: ProfileUpdater) -> ApplyResult:
         if not entries:
             return ApplyResult(applied=0, duplicates=0)
@@ -413,6 +441,7 @@ class PostgresStore:
             },
         )
 
+    @_traced("known_event_ids")
     async def known_event_ids(self, event_ids: Sequence[str]) -> set[str]:
         if not event_ids:
             return set()
@@ -443,6 +472,7 @@ class PostgresStore:
             raise StoreUnavailable(f"seen_items failed: {type(exc).__name__}: {exc}") from exc
         return _seen(rows)
 
+    @_traced("read_user")
     async def read_user(
         self, user_id: str, seen_limit: int = 1000
     ) -> tuple[StoredProfile | None, list[SeenItem]]:
@@ -476,6 +506,7 @@ class PostgresStore:
 
     # -- CatalogueStore ----------------------------------------------------------------------------------
 
+    @_traced("apply_item_changes")
     async def apply_item_changes(self, changes: Sequence[CatalogueChange]) -> ItemApplyResult:
         if not changes:
             return ItemApplyResult(applied=0, stale=0, duplicates=0)
@@ -495,6 +526,7 @@ class PostgresStore:
             raise StoreUnavailable(f"apply_item_changes failed: {type(exc).__name__}: {exc}") from exc
         return result
 
+    @_traced("items_changed_since")
     async def items_changed_since(self, change_seq: int, limit: int = 1000) -> tuple[list[StoredItem], int]:
         try:
             async with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
@@ -504,6 +536,7 @@ class PostgresStore:
             raise StoreUnavailable(f"items_changed_since failed: {type(exc).__name__}: {exc}") from exc
         return items, items[-1].change_seq if items else change_seq
 
+    @_traced("get_items")
     async def get_items(self, item_ids: Sequence[str]) -> dict[str, StoredItem]:
         if not item_ids:
             return {}
@@ -527,6 +560,19 @@ class PostgresStore:
                 return {str(item_id): str(digest) for item_id, digest in await cur.fetchall()}
         except TRANSIENT_ERRORS as exc:
             raise StoreUnavailable(f"item_content_hashes failed: {type(exc).__name__}: {exc}") from exc
+
+    async def item_ids_by_key(self, keys: Sequence[int]) -> dict[int, str]:
+        if not keys:
+            return {}
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT item_key, item_id FROM catalogue_items WHERE item_key = ANY(%s::bigint[])",
+                    (list(keys),),
+                )
+                return {int(key): str(item_id) for key, item_id in await cur.fetchall()}
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"item_ids_by_key failed: {type(exc).__name__}: {exc}") from exc
 
     async def count_items(self, include_hidden: bool = False) -> int:
         try:
@@ -586,6 +632,18 @@ class PostgresStore:
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         return f"{escaped}%"
 
+    async def ledger_pairs(self, page: int = 50_000) -> AsyncIterator[list[LedgerPair]]:
+        """Every (user, item) pair, streamed from a server-side cursor (the ledger may not fit in memory
+        as rows: each page is handed on before the next is read)."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = conn.cursor(name="llmrec_ledger_pairs")
+                await cur.execute(_LEDGER_PAIRS)
+                while rows := await cur.fetchmany(page):
+                    yield [LedgerPair(str(u), int(i), float(s), t, r) for u, i, s, t, r in rows]
+        except TRANSIENT_ERRORS as exc:
+            raise StoreUnavailable(f"ledger_pairs failed: {type(exc).__name__}: {exc}") from exc
+
     async def most_active_users(self, limit: int) -> list[str]:
         """Up to ``limit`` ids of the users with the most applied events, reviewers first (their profiles
         use sentiment too), then by id: the users ``llmrec demo`` shows."""
@@ -605,3 +663,4 @@ if TYPE_CHECKING:  # mypy checks that the store implements the ports
     _EVENT_STORE: EventStore = PostgresStore("")
     _PROFILE_READER: ProfileReader = PostgresStore("")
     _CATALOGUE_STORE: CatalogueStore = PostgresStore("")
+    _LEDGER_READER: LedgerReader = PostgresStore("")

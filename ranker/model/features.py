@@ -1,4 +1,4 @@
-"""The per-(user, item) inputs of the fusion layer and the candidate set it re-ranks.
+"""The per-(user, item) inputs of the fusion layer.
 
 A user enters as ``UserInputs``: the preference vector (the stream's profile online, ``profiles``
 offline) and the history over the model's item *universe* (the items it was trained on) with the
@@ -8,16 +8,17 @@ Raw branch features (``FEATURES``), each user's first three standardised by thei
 deviation over the universe (z-scores), the last two with global constants from training:
 
 - ``collab``: the collaborative branch, ``binary history @ B``, ``B`` the EASE item-item matrix
-  (``ease.ease_matrix``: closed-form ridge regression with a zero diagonal, fitted on the training matrix);
+  (``ease.ease_matrix``: closed-form ridge regression with a zero diagonal, fitted on the training matrix),
+  kept sparse (``collaborative_matrix``); 0 for an item outside the universe;
 - ``collab_pref``: the same with the history weighted by the preference module (signed strengths x decay);
 - ``semantic``: cosine between the preference vector and the item's language-model vector;
-- ``popularity``: ``log1p(training interactions of the item)``;
+- ``popularity``: ``log1p(training interactions of the item)`` (0 interactions outside the universe);
 - ``activity``: ``log1p(history length)`` of the user (lets the fusion layer trust popularity or the
   collaborative branch differently for light and heavy users).
 
-Candidates: the fusion layer re-ranks, for each user, the union of the ``n_collab`` best unseen items by
-``collab`` and the ``n_semantic`` best unseen items by ``semantic`` (retrieval from both branches, as the
-API retrieves before ranking); every other item is ranked after them by ``collab``. Retrieval reads the
+Candidates (``two_stage``): the fusion layer re-ranks, for each user, the union of the ``n_collab`` best
+unseen items by ``collab`` and the ``n_semantic`` best unseen items by ``semantic`` (retrieval from both
+branches); every other item is ranked after them by ``collab``. Retrieval reads the
 binary history, not the preference weights: every interaction says the user engaged with the item, and
 the fusion layer decides how much the ratings and their age add. On the validation part of protocol (a),
 seed 42, retrieving by ``collab_pref`` instead gave NDCG@10 0.2248 against 0.2304 on MovieLens (where a
@@ -31,12 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 
 from ranker.interactions import IntArray
-from ranker.model.ease import ease_matrix
+from ranker.model.ease import ease_matrix, prune_rows
+from ranker.retrieval import ItemIndex, choose_kind
 
 FloatMatrix = npt.NDArray[np.float32]
 BoolMatrix = npt.NDArray[np.bool_]
+IntMatrix = npt.NDArray[np.int64]
 
 FEATURES = ("collab", "collab_pref", "semantic", "popularity", "activity")
 N_FEATURES = len(FEATURES)
@@ -64,78 +68,232 @@ class UserInputs:
 
 @dataclass(frozen=True, eq=False)
 class ItemSide:
-    """What the feature builder knows about the universe: EASE matrix, semantic vectors, popularity, and
-    the global standardisation constants."""
+    """What the feature builder knows about the universe: the pruned EASE matrix, semantic vectors and
+    their moments, popularity, and the global standardisation constants."""
 
-    ease: FloatMatrix  # [n, n]
+    neighbours: sp.csr_matrix  # [n, n] EASE's B, each column keeping its strongest inputs (``fit``)
     vectors: FloatMatrix  # [n, dim] unit rows
     log_popularity: FloatMatrix  # [n]
     popularity_mean: float
     popularity_std: float
     activity_mean: float
     activity_std: float
+    # Mean and (population) covariance of the universe's vectors: the mean and standard deviation of a
+    # user's cosine over the universe are ``p . mean`` and ``sqrt(p' cov p)``, without scoring every item.
+    vector_mean: npt.NDArray[np.float64]  # [dim]
+    vector_cov: npt.NDArray[np.float64]  # [dim, dim]
+    popularity_order: IntMatrix  # universe rows, most interacted-with first (ties by row)
+    # Items with a collaborative column (fitted by EASE) and an index over their vectors: a *cold* item (no
+    # column: never interacted with, beyond ``collab_items``, or outside the universe) takes its
+    # collaborative scores from its nearest warm items by text (``impute_cold``).
+    warm: npt.NDArray[np.bool_]  # [n]
+    warm_index: ItemIndex  # ids = universe rows of the warm items
 
     @classmethod
-    def fit(cls, train: FloatMatrix, vectors: FloatMatrix, reg: float) -> ItemSide:
+    def fit(
+        cls,
+        train: FloatMatrix,
+        vectors: FloatMatrix,
+        reg: float,
+        neighbours: int = 0,
+        max_items: int = 0,
+    ) -> ItemSide:
         log_pop = np.log1p(train.sum(axis=0)).astype(np.float32)
         activity = np.log1p(train.sum(axis=1))
-        return cls(
-            ease_matrix(train, reg),
+        return cls.assemble(
+            collaborative_matrix(train, reg, neighbours, max_items),
             vectors,
             log_pop,
-            float(log_pop.mean()),
-            float(log_pop.std()),
-            float(activity.mean()),
-            float(activity.std()),
+            (float(log_pop.mean()), float(log_pop.std()), float(activity.mean()), float(activity.std())),
         )
+
+    @classmethod
+    def assemble(
+        cls,
+        neighbours: sp.csr_matrix,
+        vectors: FloatMatrix,
+        log_popularity: FloatMatrix,
+        constants: tuple[float, float, float, float],
+    ) -> ItemSide:
+        wide = vectors.astype(np.float64)
+        mean = wide.mean(axis=0)
+        centred = wide - mean
+        cov = centred.T @ centred / max(1, wide.shape[0])
+        order = np.lexsort((np.arange(log_popularity.size), -log_popularity)).astype(np.int64)
+        matrix = sp.csr_matrix(neighbours, dtype=np.float32)
+        warm = np.diff(matrix.tocsc().indptr) > 0
+        warm_rows = np.flatnonzero(warm).astype(np.int64)
+        warm_index = (
+            ItemIndex.build(warm_rows, vectors[warm_rows], choose_kind(warm_rows.size))
+            if warm_rows.size
+            else ItemIndex.empty(vectors.shape[1])
+        )
+        return cls(matrix, vectors, log_popularity, *constants, mean, cov, order, warm, warm_index)
 
     @property
     def n_items(self) -> int:
         return int(self.vectors.shape[0])
 
+    @property
+    def constants(self) -> tuple[float, float, float, float]:
+        return (self.popularity_mean, self.popularity_std, self.activity_mean, self.activity_std)
 
-def _zscore(raw: FloatMatrix) -> FloatMatrix:
-    mean = raw.mean(axis=1, keepdims=True)
-    std = raw.std(axis=1, keepdims=True) + _EPS
-    out: FloatMatrix = ((raw - mean) / std).astype(np.float32)
+
+def collaborative_matrix(train: FloatMatrix, reg: float, neighbours: int, max_items: int) -> sp.csr_matrix:
+    """EASE's item-item matrix as a sparse ``[n, n]`` matrix.
+
+    - Fitted on the items with interactions only (an item without any has an all-zero row and column of B
+      anyway) and, with ``max_items`` > 0, on the ``max_items`` most interacted-with of them: the inverse is
+      cubic in that count, so the cap bounds the fit; the other items get no collaborative score.
+    - With ``neighbours`` > 0 each column keeps its ``neighbours`` largest entries by magnitude: the inputs
+      that explain the target item best, signed. Column pruning is what re-scoring a candidate reads; on
+      mal-completed's validation part, 50 per column scored above the dense matrix (reports/candidates.md).
+    """
+    n = train.shape[1]
+    counts = train.sum(axis=0)
+    active = np.flatnonzero(counts > 0)
+    if 0 < max_items < active.size:
+        active = np.sort(active[np.argsort(-counts[active], kind="stable")[:max_items]])
+    if active.size == 0:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    b = ease_matrix(train[:, active], reg)
+    pruned = (
+        sp.csr_matrix(prune_rows(b.T, neighbours, by_magnitude=True).T)
+        if neighbours > 0
+        else sp.csr_matrix(b)
+    )
+    coo = pruned.tocoo()
+    out = sp.csr_matrix(
+        (coo.data.astype(np.float32), (active[coo.row], active[coo.col])), shape=(n, n), dtype=np.float32
+    )
+    out.sort_indices()
     return out
 
 
-def universe_features(users: UserInputs, side: ItemSide) -> npt.NDArray[np.float32]:
-    """Standardised features for every universe item: [b, n_universe, N_FEATURES]."""
-    collab = _zscore(users.history_binary @ side.ease)
-    collab_pref = _zscore(users.history_weights @ side.ease)
-    semantic = _zscore(users.preference @ side.vectors.T)
-    pop = (side.log_popularity - side.popularity_mean) / (side.popularity_std + _EPS)
+@dataclass(frozen=True, eq=False)
+class CollabScores:
+    """A batch of users' collaborative branch over the whole universe (a sparse product): what the
+    features are standardised against, and what ranks the collaborative candidates."""
+
+    binary: FloatMatrix  # [b, n] binary history @ B
+    weighted: FloatMatrix  # [b, n] preference-weighted history @ B
+
+
+def collab_scores(users: UserInputs, side: ItemSide) -> CollabScores:
+    return CollabScores(
+        np.asarray(users.history_binary @ side.neighbours, dtype=np.float32),
+        np.asarray(users.history_weights @ side.neighbours, dtype=np.float32),
+    )
+
+
+# Warm neighbours a cold item's collaborative score is borrowed from.
+COLD_NEIGHBOURS = 10
+
+
+def cold_neighbours(side: ItemSide, vectors: FloatMatrix) -> tuple[IntMatrix, FloatMatrix]:
+    """[c, K] the warm universe rows nearest to each vector by cosine, and their weights (the positive
+    cosines, normalised to sum 1; all 0 when none is positive)."""
+    k = min(COLD_NEIGHBOURS, len(side.warm_index))
+    if k == 0 or vectors.shape[0] == 0:
+        return np.zeros((vectors.shape[0], 0), np.int64), np.zeros((vectors.shape[0], 0), np.float32)
+    # One OpenMP thread: online this runs in a request's worker thread (``ItemIndex`` says why).
+    sims, rows = side.warm_index.search_single_threaded(np.ascontiguousarray(vectors, dtype=np.float32), k)
+    weights = np.where(rows >= 0, np.maximum(sims, 0.0), 0.0)
+    total = weights.sum(axis=1, keepdims=True)
+    weights = np.where(total > 0, weights / np.maximum(total, _EPS), 0.0).astype(np.float32)
+    return np.maximum(rows, 0).astype(np.int64), weights
+
+
+def _raw_at(
+    side: ItemSide, collab: CollabScores, rows: IntMatrix, vectors: FloatMatrix, impute_cold: bool = True
+) -> tuple[FloatMatrix, FloatMatrix]:
+    """Both collaborative scores of each user's ``m`` items ([b, m] each): a warm item's own; a cold
+    item's, the weighted mean of its warm text neighbours' scores for that user (the text stands in for
+    the interactions it does not have yet: content k-NN in the space of the user's collaborative scores)."""
+    inside = rows >= 0
+    safe = np.where(inside, rows, 0)
+    warm = inside & side.warm[safe]
+    binary = np.where(warm, np.take_along_axis(collab.binary, safe, axis=1), 0.0)
+    weighted = np.where(warm, np.take_along_axis(collab.weighted, safe, axis=1), 0.0)
+    if warm.all() or not impute_cold:
+        return binary.astype(np.float32), weighted.astype(np.float32)
+    shared = vectors.ndim == 2  # one item list for the whole batch: borrow once per item, not per user
+    if shared:
+        cold_cols = np.flatnonzero(~warm[0])
+        near, weights = cold_neighbours(side, vectors[cold_cols])
+        binary[:, cold_cols] = np.einsum("ck,bck->bc", weights, collab.binary[:, near])
+        weighted[:, cold_cols] = np.einsum("ck,bck->bc", weights, collab.weighted[:, near])
+    else:
+        users, cols = np.nonzero(~warm)
+        near, weights = cold_neighbours(side, vectors[users, cols])
+        binary[users, cols] = (weights * collab.binary[users[:, None], near]).sum(axis=1)
+        weighted[users, cols] = (weights * collab.weighted[users[:, None], near]).sum(axis=1)
+    return binary.astype(np.float32), weighted.astype(np.float32)
+
+
+def _standardised(raw: FloatMatrix, values: FloatMatrix) -> FloatMatrix:
+    """``values`` [b, m] z-scored by each user's mean and deviation of ``raw`` [b, n] over the universe."""
+    mean = raw.mean(axis=1, keepdims=True)
+    std = raw.std(axis=1, keepdims=True) + _EPS
+    out: FloatMatrix = ((values - mean) / std).astype(np.float32)
+    return out
+
+
+def candidate_features(
+    users: UserInputs,
+    side: ItemSide,
+    collab: CollabScores,
+    rows: IntMatrix,
+    vectors: FloatMatrix,
+    impute_cold: bool = True,
+) -> npt.NDArray[np.float32]:
+    """Standardised features [b, m, N_FEATURES] of ``m`` items per user: ``rows`` [b, m] (or [1, m]
+    shared) their universe rows, -1 for an item outside the universe (new in the catalogue, say: no
+    popularity, collaborative scores borrowed from its text neighbours); ``vectors`` their unit vectors
+    ([m, dim] shared by the batch, with ``rows`` [1, m], or [b, m, dim]).
+
+    Every per-user statistic is taken over the whole universe, never over the ``m`` items, so an item's
+    features do not depend on which other items are scored with it: the two-stage ranking and an
+    exhaustive one read the same numbers."""
+    rows = np.broadcast_to(rows, (users.size, rows.shape[-1]))
+    inside = rows >= 0
+    binary, weighted = _raw_at(side, collab, rows, vectors, impute_cold)
+    collab_z = _standardised(collab.binary, binary)
+    collab_pref_z = _standardised(collab.weighted, weighted)
+    pref = users.preference.astype(np.float64)
+    cosine = (
+        users.preference @ vectors.T
+        if vectors.ndim == 2
+        else np.einsum("bd,bmd->bm", users.preference, vectors)
+    )
+    sem_mean = pref @ side.vector_mean
+    sem_std = np.sqrt(np.maximum(np.einsum("bd,de,be->b", pref, side.vector_cov, pref), 0.0)) + _EPS
+    semantic = (cosine - sem_mean[:, None]) / sem_std[:, None]
+    log_pop = np.where(inside, side.log_popularity[np.where(inside, rows, 0)], 0.0)
+    pop = (log_pop - side.popularity_mean) / (side.popularity_std + _EPS)
     activity = (np.log1p(users.history_binary.sum(axis=1)) - side.activity_mean) / (side.activity_std + _EPS)
-    shape = collab.shape
     return np.stack(
-        [
-            collab,
-            collab_pref,
-            semantic,
-            np.broadcast_to(pop[None, :], shape),
-            np.broadcast_to(activity[:, None], shape),
-        ],
+        [collab_z, collab_pref_z, semantic, pop, np.broadcast_to(activity[:, None], rows.shape)],
         axis=-1,
     ).astype(np.float32)
 
 
-def _top_unseen(score: FloatMatrix, seen: FloatMatrix, n: int) -> BoolMatrix:
-    masked = np.where(seen > 0, -np.inf, score)
-    n = min(n, score.shape[1] - 1)
-    out = np.zeros(score.shape, dtype=np.bool_)
-    if n <= 0:
-        return out
-    top = np.argpartition(-masked, n, axis=1)[:, :n]
-    np.put_along_axis(out, top, True, axis=1)
-    return out & (seen <= 0)
+def universe_features(
+    users: UserInputs, side: ItemSide, collab: CollabScores | None = None, impute_cold: bool = True
+) -> npt.NDArray[np.float32]:
+    """Standardised features of every universe item: [b, n_universe, N_FEATURES] (``candidate_features``
+    of all of them)."""
+    collab = collab or collab_scores(users, side)
+    rows = np.arange(side.n_items, dtype=np.int64)[None, :]
+    return candidate_features(users, side, collab, rows, side.vectors, impute_cold)
 
 
-def candidate_mask(
-    features: npt.NDArray[np.float32], seen: FloatMatrix, n_collab: int, n_semantic: int
-) -> BoolMatrix:
-    """[b, n_universe]: the items the fusion layer re-ranks (see the module docstring)."""
-    return _top_unseen(features[..., COLLAB], seen, n_collab) | _top_unseen(
-        features[..., SEMANTIC], seen, n_semantic
-    )
+def fallback_scores(
+    users: UserInputs, side: ItemSide, collab: CollabScores, impute_cold: bool
+) -> FloatMatrix:
+    """[b, n_universe] the binary collaborative score of every universe item, borrowed from text
+    neighbours for cold items: the order of the items past the candidates (evaluation's full ranking)."""
+    rows = np.arange(side.n_items, dtype=np.int64)[None, :]
+    rows = np.broadcast_to(rows, (users.size, side.n_items))
+    binary, _ = _raw_at(side, collab, rows, side.vectors, impute_cold)
+    return binary

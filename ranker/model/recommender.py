@@ -10,7 +10,9 @@ Variants (the harness registers them for ``llmrec eval --models`` in ``research.
 - ``llmrec-no-pref``: the preference module replaced by uniform weights (every history item 1: no
   ratings, no completion, no decay), both in the profile vector and in the weighted collaborative row;
 - ``llmrec-no-lm``: no language-model vectors: learned item ID embeddings instead, semantic cosine off;
-- ``llmrec-no-fusion``: no fusion layer and no training: collaborative + semantic branch scores added.
+- ``llmrec-no-fusion``: no fusion layer and no training: collaborative + semantic branch scores added;
+- ``llmrec-dense-ease``: the collaborative branch on EASE's dense matrix (the model before it was pruned);
+- ``llmrec-exhaustive``: llmrec's trained layer scoring every unseen item (no candidate stage).
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ import torch
 from ranker.interactions import IntArray
 from ranker.model.base import Recommender
 from ranker.model.features import (
-    COLLAB,
     N_FEATURES,
     ItemSide,
     UserInputs,
-    candidate_mask,
+    collab_scores,
+    fallback_scores,
     universe_features,
 )
 from ranker.model.memo import fingerprint, memo
@@ -38,12 +40,31 @@ from ranker.model.network import Fusion, FusionNet
 from ranker.model.profiles import ProfileKind, history_weights, preference_vectors
 from ranker.model.side_info import SideInformation, side_from_context
 from ranker.model.training import TrainingConfig, hold_back, sample_negatives, train_pairwise
+from ranker.model.two_stage import (
+    PAD,
+    CatalogueView,
+    Generators,
+    UniverseCatalogue,
+    rank_candidates,
+    select_candidates,
+)
 from ranker.preferences import DecayPolicy
 
 FloatMatrix = npt.NDArray[np.float32]
 
+SCORE_BATCH = 64  # users scored together
 # Score offset of the items outside the candidate set: far below any fusion score (z-score inputs).
 OUTSIDE = -1000.0
+
+
+@dataclass(frozen=True, eq=False)
+class Stacking:
+    """The fusion layer's training inputs (``LLMRec._stacking``)."""
+
+    held: FloatMatrix  # [users, items] held-back positives
+    inputs: UserInputs  # from the base part
+    side: ItemSide  # fitted on the base part
+    features: npt.NDArray[np.float32]  # [users, items, F] over the base part's universe
 
 
 @dataclass(frozen=True)
@@ -57,8 +78,20 @@ class LLMRecConfig:
     dropout: float = 0.1
     n_collab: int = 50  # candidates retrieved by the collaborative branch
     n_semantic: int = 10  # ... and by the semantic branch
+    n_cold: int = 20  # ... and by the semantic branch among cold items (``two_stage.Generators``)
+    # Entries kept per column of EASE's matrix (0: dense, the ablation), and the most interacted-with
+    # items it is fitted on (0: all; the inverse is cubic in that count): ``features.collaborative_matrix``.
+    neighbours: int = 50
+    collab_items: int = 10_000
+    # Ablation: the trained layer scores every unseen item, no candidate stage (training is unchanged), to
+    # measure what the candidate stage loses.
+    exhaustive: bool = False
     training: TrainingConfig = field(default_factory=TrainingConfig)
     seed: int = 42
+
+    def generators(self) -> Generators:
+        """The candidate generators; the no-lm ablation has no text-based one."""
+        return Generators(self.n_collab, self.n_semantic, self.n_cold, text=self.use_lm)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -80,6 +113,9 @@ VARIANTS: dict[str, LLMRecConfig] = {
     "llmrec-no-pref": LLMRecConfig(profile=ProfileKind.UNIFORM),
     "llmrec-no-lm": LLMRecConfig(use_lm=False),
     "llmrec-no-fusion": LLMRecConfig(fusion=Fusion.NONE),
+    # The collaborative branch before issue 14: EASE's dense matrix (every column kept).
+    "llmrec-dense-ease": LLMRecConfig(neighbours=0),
+    "llmrec-exhaustive": LLMRecConfig(exhaustive=True),
 }
 
 
@@ -159,35 +195,51 @@ class LLMRec(Recommender):
         return fingerprint(side.item_vectors, side.ratings, side.timestamps)
 
     def _item_side(self, train: FloatMatrix) -> ItemSide:
-        vectors, reg = self.side_info.item_vectors, self.config.reg
-        key = ("item_side", fingerprint(train, vectors), reg)
-        return memo(key, lambda: ItemSide.fit(train, vectors, reg))
+        vectors, c = self.side_info.item_vectors, self.config
+        key = ("item_side", fingerprint(train, vectors), c.reg, c.neighbours, c.collab_items)
+        return memo(key, lambda: ItemSide.fit(train, vectors, c.reg, c.neighbours, c.collab_items))
 
-    def _stacking(self, train: FloatMatrix) -> tuple[FloatMatrix, UserInputs, npt.NDArray[np.float32]]:
-        """Held-back positives, base-part user inputs and features (memoised: TPE trials share them)."""
+    def _catalogue(self) -> UniverseCatalogue:
+        vectors = self.side_info.item_vectors
+        return memo(("catalogue", fingerprint(vectors)), lambda: UniverseCatalogue(vectors))
+
+    def _stacking(self, train: FloatMatrix) -> Stacking:
+        """Held-back positives, base-part user inputs, item side and features (memoised: TPE trials share
+        them). A ``training.cold_share`` of the items lose every base interaction, so the layer learns to
+        rank items that have only their text, as a new catalogue item has (dropout of the collaborative
+        side, as DropoutNet trains for cold start)."""
         c = self.config
 
-        def compute() -> tuple[FloatMatrix, UserInputs, npt.NDArray[np.float32]]:
+        def compute() -> Stacking:
             base, held = hold_back(train, c.training.holdout_share, np.random.default_rng(c.seed))
+            active = np.flatnonzero(base.sum(axis=0) > 0)
+            n_cold = round(c.training.cold_share * active.size)
+            cold = np.random.default_rng(c.seed + 2).choice(active, size=n_cold, replace=False)
+            base[:, cold] = 0.0
             inputs = self.user_inputs(base)
-            return held, inputs, universe_features(inputs, self._item_side(base))
+            side = self._item_side(base)
+            return Stacking(held, inputs, side, universe_features(inputs, side))
 
         key = (
             "stacking",
             fingerprint(train),
             self._side_key(),
             c.reg,
+            c.neighbours,
+            c.collab_items,
             c.profile,
             c.seed,
             c.training.holdout_share,
+            c.training.cold_share,
         )
         return memo(key, compute)
 
     def _fit_fusion(self, train: FloatMatrix) -> None:
         c = self.config
         rng = np.random.default_rng(c.seed + 1)
-        held, inputs, features = self._stacking(train)
-        candidates = candidate_mask(features, inputs.history_binary, c.n_collab, c.n_semantic)
+        stacking = self._stacking(train)
+        held, inputs, features = stacking.held, stacking.inputs, stacking.features
+        candidates = self._candidate_mask(inputs, stacking.side)
         pos_users, pos_items = np.nonzero((held > 0) & candidates)
         negatives = sample_negatives(candidates, train, pos_users.astype(np.int64), c.training, rng)
         self.losses = train_pairwise(
@@ -205,13 +257,35 @@ class LLMRec(Recommender):
 
     # -- scoring --------------------------------------------------------------------------------------------
 
+    def _candidate_mask(self, inputs: UserInputs, side: ItemSide) -> npt.NDArray[np.bool_]:
+        """[users, n_items] the candidates the served function would re-rank for these users (training
+        pairs are drawn from them, so the layer learns to order what it will re-rank)."""
+        c = self.config
+        seen = inputs.history_binary > 0
+        mask = np.zeros(seen.shape, dtype=np.bool_)
+        for start in range(0, inputs.size, SCORE_BATCH):
+            batch = inputs.take(np.arange(start, min(inputs.size, start + SCORE_BATCH)))
+            rows = select_candidates(
+                batch,
+                collab_scores(batch, side),
+                self._catalogue(),
+                ~seen[start : start + batch.size],
+                c.generators(),
+                side,
+            )
+            users = np.repeat(np.arange(batch.size), rows.shape[1])
+            flat = rows.ravel()
+            mask[start + users[flat >= 0], flat[flat >= 0]] = True
+        return mask
+
     def score_inputs(self, inputs: UserInputs) -> FloatMatrix:
         """Scores of every universe item for a batch of users: [b, n_items] (``score_universe``)."""
-        return score_universe(self.net, self.item_side, self.config, inputs)
+        return score_universe(self.net, self.item_side, self.config, inputs, self._catalogue())
 
     def _score(self, users: IntArray) -> FloatMatrix:
         out = np.empty((users.size, self.item_side.n_items), dtype=np.float32)
-        step = 64
+        # Scoring every item gathers [batch, n_items, dim] vectors: a few users at a time.
+        step = 4 if self.config.exhaustive else SCORE_BATCH
         for start in range(0, users.size, step):
             batch = users[start : start + step]
             out[start : start + batch.size] = self.score_inputs(self._batch_inputs(batch))
@@ -235,21 +309,23 @@ class LLMRec(Recommender):
         return self._inputs.take(users)
 
 
-@torch.no_grad()
-def score_universe(net: FusionNet, side: ItemSide, config: LLMRecConfig, inputs: UserInputs) -> FloatMatrix:
-    """The one scoring function, offline (evaluation) and online (``serving.LearnedRanker``): scores of
-    every universe item for a batch of users, [b, n_items]. Candidates (``features.candidate_mask``) get
-    the fusion layer's score; every other item ``OUTSIDE + collab``, i.e. after all candidates in the
-    collaborative branch's order."""
-    net.eval()
-    features = universe_features(inputs, side)
-    candidates = candidate_mask(features, inputs.history_binary, config.n_collab, config.n_semantic)
-    rows = torch.arange(side.n_items)
-    user = net.user_side(torch.from_numpy(inputs.preference), torch.from_numpy(inputs.history_weights))
-    item = net.item_side(torch.from_numpy(side.vectors), rows)
-    fused = net(torch.from_numpy(features), user[:, None, :], item[None, :, :]).numpy()
-    outside = OUTSIDE + features[..., COLLAB]
-    scores: FloatMatrix = np.where(candidates, fused, outside).astype(np.float32)
+def score_universe(
+    net: FusionNet, side: ItemSide, config: LLMRecConfig, inputs: UserInputs, catalogue: CatalogueView
+) -> FloatMatrix:
+    """The served function (``two_stage.rank_candidates``) as the harness's dense score matrix
+    [b, n_items]: each candidate gets its fused score; every other unseen item ``OUTSIDE + collab``, i.e.
+    after all candidates in the collaborative branch's order (``features.fallback_scores``: a cold item's
+    borrowed from its text neighbours); online every answer is a candidate (``LearnedRanker.rank``)."""
+    allowed = inputs.history_binary <= 0
+    # Exhaustive (the ablation): every allowed item is a collaborative candidate.
+    generators = config.generators().at_least(side.n_items) if config.exhaustive else config.generators()
+    ranked = rank_candidates(net, side, inputs, catalogue, allowed, generators)
+    fallback = fallback_scores(inputs, side, ranked.collab, config.use_lm)
+    scores: FloatMatrix = (OUTSIDE + fallback).astype(np.float32)
+    users = np.repeat(np.arange(inputs.size), ranked.rows.shape[1])
+    flat = ranked.rows.ravel()
+    keep = flat != PAD
+    scores[users[keep], catalogue.to_universe[flat[keep]]] = ranked.scores.ravel()[keep]
     return scores
 
 

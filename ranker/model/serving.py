@@ -4,11 +4,12 @@ Layout (``settings.ranker_dir``)::
 
     <version>/meta.json            config, features, decay, what it was trained on, embedding source
     <version>/weights.pt           the fusion layer (torch state_dict, loaded with weights_only=True)
-    <version>/item_side.npz        EASE matrix, item vectors, log popularity, standardisation constants
+    <version>/item_side.npz        pruned EASE matrix (CSR parts), item vectors, log popularity, constants
     <version>/universe_ids.npy     the raw item id of each universe row (the items it was trained on)
     CURRENT                        the version the API loads at start-up (replaced atomically)
 
-What the ranker consumes online, so that online and offline are one function (``score_universe``):
+What the ranker consumes online, so that online and offline are one function (``two_stage.rank_candidates``,
+over the API's live item index as the catalogue, so items the ranker was not trained on are reachable):
 
 - the **preference vector**: the stream's profile from PostgreSQL, ``user_vector(state)``: offline it is
   ``profiles.preference_vectors`` of the same strengths and decay, i.e. the same vector;
@@ -25,11 +26,13 @@ import math
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 import torch
 
 from llmrec.artifacts import (
@@ -38,15 +41,19 @@ from llmrec.artifacts import (
     RANKER_META_FILE,
     RANKER_UNIVERSE_FILE,
     RANKER_WEIGHTS_FILE,
+    current_version,
 )
 from ranker.model.features import FEATURES, ItemSide, UserInputs
 from ranker.model.network import FusionNet
 from ranker.model.profiles import ProfileKind
-from ranker.model.recommender import LLMRec, LLMRecConfig, score_universe
+from ranker.model.recommender import LLMRec, LLMRecConfig
+from ranker.model.two_stage import CatalogueView, IndexCatalogue, Ranked, rank_candidates
 from ranker.preferences import DecayPolicy
+from ranker.retrieval import ItemIndex
 
 FloatArray = npt.NDArray[np.float32]
 IdArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 # One seen item as the ranker needs it online: (item id, summed strength, latest event time in Unix s),
@@ -99,10 +106,25 @@ class LearnedRanker:
         pref = np.asarray(preference, dtype=np.float32).reshape(1, -1)
         return UserInputs(pref, binary, weights)
 
-    def score(self, inputs: UserInputs) -> FloatArray:
-        """[n_universe] scores for one user (``score_universe``)."""
-        out: FloatArray = score_universe(self.net, self.side, self.config, inputs)[0]
-        return out
+    def catalogue_of(self, index: ItemIndex) -> IndexCatalogue:
+        """The API's item index as this ranker's catalogue (every indexed item reachable)."""
+        return IndexCatalogue(index, self.universe_ids)
+
+    def rank(self, inputs: UserInputs, catalogue: CatalogueView, allowed: BoolArray, k: int) -> Ranked:
+        """One user's candidates (catalogue rows) and scores, best first (``two_stage.rank_candidates``).
+        At least ``k`` candidates when the catalogue allows that many: the collaborative generator takes
+        ``max(n_collab, k)``, and the semantic one makes up for allowed items the universe lacks."""
+        known = catalogue.from_universe[catalogue.from_universe >= 0]
+        in_universe = int(allowed[known].sum())
+        generators = self.config.generators().at_least(k)
+        short = max(0, k - in_universe)
+        generators = replace(generators, n_semantic=generators.n_semantic + short)
+        return rank_candidates(self.net, self.side, inputs, catalogue, allowed[None, :], generators)
+
+
+def torch_threads(n: int) -> None:
+    """Torch's intra-op threads for this process (what ``api.scoring_threads`` sets)."""
+    torch.set_num_threads(n)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -123,14 +145,15 @@ def save_ranker(model: LLMRec, universe_ids: Sequence[int], root: Path, trained_
     folder.mkdir(parents=True, exist_ok=False)
     torch.save(state, folder / RANKER_WEIGHTS_FILE)
     side = model.item_side
+    neighbours = side.neighbours
     np.savez(
         folder / RANKER_ITEM_SIDE_FILE,
-        ease=side.ease,
+        neighbours_data=neighbours.data,
+        neighbours_indices=neighbours.indices,
+        neighbours_indptr=neighbours.indptr,
         vectors=side.vectors,
         log_popularity=side.log_popularity,
-        constants=np.array(
-            [side.popularity_mean, side.popularity_std, side.activity_mean, side.activity_std], np.float64
-        ),
+        constants=np.array(side.constants, np.float64),
     )
     np.save(folder / RANKER_UNIVERSE_FILE, np.asarray(universe_ids, dtype=np.int64), allow_pickle=False)
     meta = {
@@ -139,6 +162,7 @@ def save_ranker(model: LLMRec, universe_ids: Sequence[int], root: Path, trained_
         "config": model.config.as_dict(),
         "features": list(FEATURES),
         "universe_ids": UNIVERSE_IDS,
+        "format": RANKER_FORMAT,
         "decay": {"alpha": model.decay.alpha, "unit_s": model.decay.unit_s},
         "dim": model.side_info.dim,
         "embeddings": model.side_info.source,
@@ -155,22 +179,19 @@ def save_ranker(model: LLMRec, universe_ids: Sequence[int], root: Path, trained_
 UNIVERSE_IDS = "item-keys"
 
 
+# The saved model's format: the two-stage ranker with a sparse collaborative matrix. Rankers saved before it
+# hold a dense EASE matrix and were trained on features standardised differently.
+RANKER_FORMAT = "two-stage-1"
+
+
 class OutdatedRanker(ValueError):
     """A saved ranker whose format this code no longer serves; it must be trained again."""
-
-
-def current_version(root: Path) -> str | None:
-    pointer = root / RANKER_CURRENT_FILE
-    if not pointer.is_file():
-        return None
-    version = pointer.read_text(encoding="utf-8").strip()
-    return version or None
 
 
 def is_outdated(folder: Path) -> bool:
     """Whether the saved ranker at ``folder`` is of a format ``load_ranker`` refuses (``OutdatedRanker``)."""
     meta: dict[str, Any] = json.loads((folder / RANKER_META_FILE).read_text(encoding="utf-8"))
-    return meta.get("universe_ids") != UNIVERSE_IDS
+    return meta.get("universe_ids") != UNIVERSE_IDS or meta.get("format") != RANKER_FORMAT
 
 
 def load_ranker(folder: Path) -> LearnedRanker:
@@ -180,19 +201,24 @@ def load_ranker(folder: Path) -> LearnedRanker:
             f"ranker {folder.name} names its items by MAL anime id, from before catalogue ids; "
             "train it again (`llmrec train-ranker`)"
         )
+    if meta.get("format") != RANKER_FORMAT:
+        raise OutdatedRanker(
+            f"ranker {folder.name} is of format {meta.get('format', 'dense-ease')}, not {RANKER_FORMAT} "
+            "(the two-stage ranker); train it again (`llmrec train-ranker`)"
+        )
     if tuple(meta["features"]) != FEATURES:
         raise ValueError(f"ranker {folder.name} was trained on features {meta['features']}, not {FEATURES}")
     config = LLMRecConfig.from_dict(meta["config"])
     with np.load(folder / RANKER_ITEM_SIDE_FILE) as stored:
         pop_mean, pop_std, act_mean, act_std = (float(x) for x in stored["constants"])
-        side = ItemSide(
-            stored["ease"],
-            stored["vectors"],
-            stored["log_popularity"],
-            pop_mean,
-            pop_std,
-            act_mean,
-            act_std,
+        vectors = stored["vectors"]
+        n = vectors.shape[0]
+        neighbours = sp.csr_matrix(
+            (stored["neighbours_data"], stored["neighbours_indices"], stored["neighbours_indptr"]),
+            shape=(n, n),
+        )
+        side = ItemSide.assemble(
+            neighbours, vectors, stored["log_popularity"], (pop_mean, pop_std, act_mean, act_std)
         )
     universe = np.load(folder / RANKER_UNIVERSE_FILE, allow_pickle=False).astype(np.int64)
     net = FusionNet(

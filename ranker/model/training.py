@@ -36,6 +36,8 @@ class TrainingConfig:
     epochs: int = 4
     weight_decay: float = 0.01
     holdout_share: float = 0.2
+    # Items made cold in the base part (``LLMRec._stacking``): the layer sees text-only items in training.
+    cold_share: float = 0.05
 
 
 def hold_back(train: FloatMatrix, share: float, rng: np.random.Generator) -> tuple[FloatMatrix, FloatMatrix]:

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import psycopg
 
-from grpc_api.client import RecommenderClient
-from grpc_api.errors import Unavailable
 from llmrec.data_source import SAMPLE_DIR
 from llmrec.datasets.replay import collect_events
 from llmrec.events.producer import EventProducer
 from llmrec.events.schema import EventType
 from llmrec.events.validation import AnyEvent
 from llmrec.settings import KafkaSettings, Settings
+from llmrec_client.client import RecommenderClient
+from llmrec_client.errors import Unavailable
 
 # -- configuration -------------------------------------------------------------------------------------------
 

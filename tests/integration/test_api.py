@@ -23,8 +23,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from pydantic import SecretStr
 
-from grpc_api.client import RecommenderClient
-from grpc_api.errors import DeadlineExceeded, InvalidRequest, NotFound
 from grpc_api.health import LIST_METHOD, HealthListRequest, HealthListResponse
 from grpc_api.server import SERVICE_NAME, ApiServer
 from jobs.build_index import build_index
@@ -35,6 +33,8 @@ from llmrec.preference_state import PreferenceState
 from llmrec.settings import ApiSettings, PostgresSettings, Settings
 from llmrec.store import LedgerEntry, migrate
 from llmrec.store.postgres import PostgresStore
+from llmrec_client.client import RecommenderClient
+from llmrec_client.errors import DeadlineExceeded, InvalidRequest, NotFound
 from ranker.fusion import PROFILE_REASON
 from ranker.preferences import (
     Contribution,

@@ -22,14 +22,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pki import make_ca, make_leaf
 from pydantic import SecretStr
 
-from grpc_api.client import RecommenderClient
-from grpc_api.errors import RemoteError, Unavailable
 from grpc_api.server import SERVICE_NAME, ApiServer
 from jobs.build_index import build_index
 from llmrec.catalogue import build_catalogue
 from llmrec.data_source import SAMPLE_DIR
 from llmrec.settings import ApiSettings, PostgresSettings, Settings
 from llmrec.store import migrate
+from llmrec_client.client import RecommenderClient
+from llmrec_client.errors import RemoteError, Unavailable
 from tests.synthetic import genre_embeddings
 
 pytestmark = pytest.mark.integration

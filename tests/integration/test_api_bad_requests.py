@@ -25,8 +25,8 @@ from llmrec.catalogue import Catalogue, build_catalogue
 from llmrec.data_source import SAMPLE_DIR
 from llmrec.settings import ApiSettings, PostgresSettings, Settings
 from llmrec.store import migrate
-from llmrec.v1 import recommender_pb2 as pb
-from llmrec.v1 import recommender_pb2_grpc
+from llmrec_client.v1 import recommender_pb2 as pb
+from llmrec_client.v1 import recommender_pb2_grpc
 from tests.synthetic import genre_embeddings
 
 pytestmark = pytest.mark.integration

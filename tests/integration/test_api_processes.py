@@ -18,7 +18,7 @@ from grpc_api.processes import wait_until_all_serving
 from llmrec.metrics_http import sample_value, scrape
 from llmrec.settings import ApiSettings, Settings
 from llmrec.store import migrate
-from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
+from llmrec_client.v1 import recommender_pb2, recommender_pb2_grpc
 
 OK_RECOMMENDS = handled_series("Recommend")
 

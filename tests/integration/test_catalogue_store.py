@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from llmrec.item_ids import item_key
 from llmrec.store import ItemApplyResult, migrate
 from llmrec.store.fake import FakeStore
 from llmrec.store.migrate import migration_files
@@ -113,6 +114,10 @@ async def test_postgresql_and_the_fake_agree_on_the_scenario(store: PostgresStor
     ids = [f"{uid}{name}" for name in "abcdefgz"]
     assert await store.item_content_hashes(ids) == await fake.item_content_hashes(ids)
     assert await store.get_items([]) == {} and await store.item_content_hashes([]) == {}
+    # Who holds each key (the worker's collision check), tombstones included.
+    keys = [item_key(i) for i in ids]
+    assert await store.item_ids_by_key(keys) == await fake.item_ids_by_key(keys)
+    assert set((await store.item_ids_by_key(keys)).values()) == {f"{uid}{name}" for name in real}
     vector = (await store.get_items([f"{uid}a"]))[f"{uid}a"].vector
     assert vector is not None and vector.dtype == np.float32
     np.testing.assert_array_equal(vector, vec(2))

@@ -28,7 +28,6 @@ from workers import caught_up, running_worker, wait_until
 from deploy.kafka import KafkaBroker, kafka_answers
 from deploy.postgres import PostgresServer
 from deploy.process import free_port, free_ports
-from grpc_api.client import RecommenderClient
 from llmrec.data_source import SAMPLE_DIR
 from llmrec.datasets.replay import collect_events
 from llmrec.events.producer import EventProducer, PublishError
@@ -38,6 +37,7 @@ from llmrec.settings import REPO_ROOT, ApiSettings, KafkaSettings, PostgresSetti
 from llmrec.store import migrate
 from llmrec.store.interface import StoreUnavailable
 from llmrec.store.postgres import PostgresStore
+from llmrec_client.client import RecommenderClient
 from tests.integration.tmpdirs import private_tmp
 
 pytestmark = pytest.mark.integration

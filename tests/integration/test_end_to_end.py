@@ -11,7 +11,6 @@ import pytest
 
 from deploy import stack
 from encoder_triton.client import encode_corpus
-from grpc_api.client import RecommenderClient
 from jobs.build_index import build_index
 from llmrec.catalogue import Catalogue, load_catalogue
 from llmrec.data_source import sample_source
@@ -22,6 +21,7 @@ from llmrec.events.topics import ensure_system_topics
 from llmrec.events.validation import AnyEvent
 from llmrec.settings import Settings, TritonSettings
 from llmrec.store import migrate
+from llmrec_client.client import RecommenderClient
 
 pytestmark = pytest.mark.integration
 

@@ -39,7 +39,7 @@ from llmrec.settings import ApiSettings, KafkaSettings, Settings
 from llmrec.store import LedgerEntry, migrate
 from llmrec.store.fake import FakeStore
 from llmrec.store.postgres import PostgresStore
-from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
+from llmrec_client.v1 import recommender_pb2, recommender_pb2_grpc
 from ranker.preferences import Contribution, DecayPolicy, SignalWeights, apply_contributions, rating_signal
 from tests.synthetic import genre_embeddings
 from tests.unit.test_http_endpoints import service as in_memory_service

@@ -18,8 +18,6 @@ import pytest
 
 from deploy import stack
 from encoder_triton.client import encode_corpus
-from grpc_api.client import RecommenderClient
-from grpc_api.errors import NotFound
 from grpc_api.server import ApiServer
 from jobs.build_index import build_index
 from llmrec.catalogue import Catalogue, load_catalogue
@@ -38,6 +36,8 @@ from llmrec.events.topics import ensure_system_topics
 from llmrec.settings import Settings, TritonSettings
 from llmrec.store import migrate
 from llmrec.store.postgres import PostgresStore
+from llmrec_client.client import RecommenderClient
+from llmrec_client.errors import NotFound
 
 pytestmark = pytest.mark.integration
 

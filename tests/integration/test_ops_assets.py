@@ -19,7 +19,7 @@ from llmrec.events.producer import EventProducer
 from llmrec.events.schema import RatingEvent
 from llmrec.metrics_http import scrape
 from llmrec.settings import Settings
-from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
+from llmrec_client.v1 import recommender_pb2, recommender_pb2_grpc
 from tests.integration.workers import caught_up, running_worker, wait_until
 from tools.ops_assets import referenced_metrics, scraped_series
 

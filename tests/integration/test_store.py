@@ -199,6 +199,15 @@ async def test_the_in_memory_fake_reads_back_what_postgresql_does(store: Postgre
     assert [s.strength for s in fake_seen] == pytest.approx([s.strength for s in real_seen])
     assert await fake.seen_items(user, limit=2) == fake_seen[:2]
     assert await store.seen_items(user, limit=2) == real_seen[:2]
+    # The ranker's training read (jobs.train_ranker.train_ranker_from_ledger): the same pairs, paged.
+    real_pairs = [p async for page in store.ledger_pairs(page=2) for p in page if p.user_id == user]
+    fake_pairs = [p async for page in fake.ledger_pairs(page=2) for p in page]
+    assert [(p.item_id, p.event_time, p.rating) for p in fake_pairs] == [
+        (p.item_id, p.event_time, p.rating) for p in real_pairs
+    ]
+    assert [p.strength for p in fake_pairs] == pytest.approx([p.strength for p in real_pairs])
+    by_item = {s.item_id: s for s in real_seen}
+    assert all(by_item[p.item_id].strength == pytest.approx(p.strength) for p in real_pairs)
 
 
 async def test_users_with_profiles_lists_profiled_users_in_id_order(store: PostgresStore, uid: str) -> None:

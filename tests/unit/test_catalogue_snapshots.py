@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from grpc_api.errors import NotFound
 from grpc_api.live_catalogue import COMPACT_FRACTION, CatalogueFollower
 from grpc_api.service import RecommendationService, Snapshot
 from llmrec.catalogue import Item
 from llmrec.store import ItemChangeKind
 from llmrec.store.fake import FakeStore
+from llmrec_client.errors import NotFound
 from ranker.retrieval import ItemIndex
 from tests.catalogue_changes import DIM, change, upsert, vec
 

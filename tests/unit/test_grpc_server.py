@@ -20,10 +20,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY, generate_latest
 
 from grpc_api import metrics
-from grpc_api.client import RecommenderClient
-from grpc_api.errors import DeadlineExceeded, InvalidRequest, NotFound, RemoteError, Unavailable
 from grpc_api.health import LIST_METHOD, HealthListRequest, HealthListResponse, HealthServicer
-from grpc_api.interceptors import UNDECODABLE_MESSAGE
+from grpc_api.interceptors import UNDECODABLE_MESSAGE, core_receive_limit, oversized_message
 from grpc_api.metrics import handled_series
 from grpc_api.processes import child_settings
 from grpc_api.server import SERVICE_NAME, ApiServer, event_loop_factory
@@ -31,7 +29,9 @@ from grpc_api.service import Snapshot
 from llmrec.catalogue import Item
 from llmrec.settings import ApiSettings, Settings
 from llmrec.store.fake import FakeStore
-from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
+from llmrec_client.client import RecommenderClient
+from llmrec_client.errors import DeadlineExceeded, InvalidRequest, NotFound, RemoteError, Unavailable
+from llmrec_client.v1 import recommender_pb2, recommender_pb2_grpc
 from ranker.fusion import Candidates
 from ranker.retrieval import ItemIndex
 from tests.synthetic import Interaction, add_user, genre_embeddings
@@ -412,6 +412,40 @@ async def test_request_metrics_follow_the_go_grpc_prometheus_convention(api: Run
     exposed = generate_latest(REGISTRY).decode()
     assert 'grpc_code="INVALID_ARGUMENT"' not in exposed and "llmrec_api_request_seconds" not in exposed
     assert handled_series("Recommend") in exposed
+
+
+async def test_a_request_over_the_size_limit_is_refused_and_counted(api: Running) -> None:
+    limit = SETTINGS.api.max_message_bytes  # 4 MiB
+    exhausted = {
+        "grpc_type": "unary",
+        "grpc_service": SERVICE_NAME,
+        "grpc_method": "Recommend",
+        "grpc_code": "ResourceExhausted",
+    }
+    before = sample("grpc_server_handled_total", **exhausted)
+    too_large = recommender_pb2.RecommendRequest(user_id="u" * 5_000_000).SerializeToString()
+    async with grpc.aio.insecure_channel(api.target) as channel:
+        raw = channel.unary_unary(f"/{SERVICE_NAME}/Recommend")  # bytes in, bytes out
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await raw(too_large, timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info.value.details() == oversized_message(len(too_large), limit)
+        assert sample("grpc_server_handled_total", **exhausted) == before + 1
+        # Beyond gRPC core's own limit (the memory bound) core refuses, before anything could count it.
+        beyond = b"\x0a" + b"\x00" * core_receive_limit(limit)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await raw(beyond, timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert sample("grpc_server_handled_total", **exhausted) == before + 1
+        # A request just within the limit is decoded and answered as usual.
+        within = recommender_pb2.RecommendRequest(user_id="u1", k=2).SerializeToString()
+        assert len(await raw(within, timeout=5)) > 0
+
+
+def test_core_receive_limit() -> None:
+    assert core_receive_limit(4 * 1024 * 1024) == 8 * 1024 * 1024
+    assert core_receive_limit(2**30) == 2**31 - 1  # gRPC's channel arguments are int32
+    assert core_receive_limit(-1) == -1
 
 
 def test_every_status_code_has_its_go_name() -> None:

@@ -4,6 +4,7 @@ client, metrics, the embedded server beside gRPC, and the committed OpenAPI docu
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from grpc_api.service import RecommendationService, ServiceConfig, Snapshot
 from llmrec.catalogue import Item
 from llmrec.settings import ApiSettings, KafkaSettings, Settings
 from llmrec.store.fake import FakeStore
-from llmrec.v1 import recommender_pb2
+from llmrec_client.v1 import recommender_pb2
 from ranker.retrieval import ItemIndex
 from tests.synthetic import Interaction, add_user, genre_embeddings
 
@@ -331,6 +332,60 @@ async def test_requests_are_counted_by_route(api: Api) -> None:
     before = sample("llmrec_api_http_requests_total", unmatched)
     await api.client.get("/nowhere")
     assert sample("llmrec_api_http_requests_total", unmatched) == before + 1
+
+
+async def test_a_request_past_its_deadline_is_504_and_counted_in_flight_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    running = Api(ApiSettings(max_k=20, http_request_timeout_s=0.2))
+    arrived = asyncio.Event()
+    in_flight = sample("llmrec_api_http_requests_in_flight", {})
+
+    async def slow(*_: Any, **__: Any) -> Any:
+        arrived.set()
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(running.service, "recommend", slow)
+    labels = {"method": "GET", "route": "/v1/users/{user_id}/recommendations", "code": "504"}
+    before = sample("llmrec_api_http_requests_total", labels)
+    try:
+        request = asyncio.create_task(running.client.get("/v1/users/u1/recommendations"))
+        await asyncio.wait_for(arrived.wait(), 5)
+        assert sample("llmrec_api_http_requests_in_flight", {}) == in_flight + 1
+        reply = await asyncio.wait_for(request, 5)
+    finally:
+        await running.client.aclose()
+    assert reply.status_code == 504
+    assert reply.json() == {
+        "code": "DEADLINE_EXCEEDED",
+        "message": "not answered within the server's deadline of 0.2 s; retry",
+    }
+    assert sample("llmrec_api_http_requests_total", labels) == before + 1
+    assert sample("llmrec_api_http_requests_in_flight", {}) == in_flight
+
+
+async def test_a_post_gets_the_publish_timeout_on_top_of_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    running = Api(ApiSettings(max_k=20, http_request_timeout_s=0.1, http_publish_timeout_s=0.3))
+    publisher: EventPublisher = running.app.state.llmrec.publisher
+    real_publish = publisher.publish
+    delay_s = 0.25
+
+    async def slow_publish(events: Any) -> list[str]:
+        await asyncio.sleep(delay_s)
+        return await real_publish(events)
+
+    monkeypatch.setattr(publisher, "publish", slow_publish)
+    try:
+        reply = await running.client.post("/v1/events", json=rating("e1"))
+        assert reply.status_code == 202, reply.text  # 0.25 s: past 0.1, within 0.1 + 0.3
+        delay_s = 1.0
+        reply = await running.client.post("/v1/events", json=rating("e2"))
+        assert reply.status_code == 504 and reply.json()["code"] == "DEADLINE_EXCEEDED"
+        assert "0.4 s" in reply.json()["message"]
+    finally:
+        await running.client.aclose()
 
 
 async def test_the_api_process_serves_http_beside_grpc() -> None:

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.build_index import build_index, choose_kind, embed_texts
+from jobs.build_index import build_index, embed_texts
 from llmrec.artifacts import CATALOGUE_FILE, load_item_vectors
 from llmrec.catalogue import Catalogue, Item
 from llmrec.item_ids import item_key
 from llmrec.settings import Settings
-from ranker.retrieval import load_artifacts
+from ranker.retrieval import choose_kind, load_artifacts
 
 CATALOGUE = Catalogue.from_items(
     Item(item_id=i * 10, title=f"Show {i}", genres=("Drama",) if i % 2 else ("Comedy",), synopsis=f"plot {i}")

@@ -574,3 +574,32 @@ async def test_an_item_deleted_through_another_worker_is_unknown_to_this_workers
     assert result.dead_lettered == 1 and "r-after-delete" not in a.store.ledger, (
         "worker B applied a rating for an item deleted (through worker A) before the rating was consumed"
     )
+
+
+async def test_an_id_whose_key_another_item_holds_is_dead_lettered_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two ids with one 62-bit key would be merged by the catalogue's unique key (or fail every retry of
+    the batch): the later id is dead-lettered as ``item_key_collision``, the rest of the batch applies."""
+    from llmrec import item_ids
+    from llmrec.store import fake
+    from stream import item_processing
+
+    def colliding(item_id: str) -> int:
+        return 7 if item_id in ("shop:kettle-17", "shop:clash") else item_ids.item_key(item_id)
+
+    monkeypatch.setattr(item_processing, "item_key", colliding)
+    monkeypatch.setattr(fake, "item_key", colliding)
+    h = Harness()
+    await h.process([msg(KITCHEN[0])])  # shop:kettle-17 holds key 7
+    result = await h.process([msg(upsert("shop:clash", "c1", "Clash")), msg(KITCHEN[1])])
+    assert (result.applied, result.dead_lettered) == (1, 1)
+    assert result.reasons == {"item_key_collision": 1}
+    assert "shop:clash" not in h.store.items
+    # Within one batch too: the first id to claim a free key keeps it.
+    monkeypatch.setattr(item_processing, "item_key", lambda item_id: 9)
+    monkeypatch.setattr(fake, "item_key", lambda item_id: 9)
+    fresh = Harness()
+    result = await fresh.process([msg(upsert("shop:a", "a1", "A")), msg(upsert("shop:b", "b1", "B"))])
+    assert (result.applied, result.reasons) == (1, {"item_key_collision": 1})
+    assert set(fresh.store.items) == {"shop:a"}

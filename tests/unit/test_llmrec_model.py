@@ -17,7 +17,8 @@ from ranker.model.features import (
     SEMANTIC,
     ItemSide,
     UserInputs,
-    candidate_mask,
+    candidate_features,
+    collab_scores,
     universe_features,
 )
 from ranker.model.network import Fusion
@@ -32,6 +33,7 @@ from ranker.model.recommender import VARIANTS, LLMRec, variant
 from ranker.model.serving import OutdatedRanker, is_outdated, load_current, save_ranker
 from ranker.model.side_info import SideInformation
 from ranker.model.training import TrainingConfig, hold_back, sample_negatives
+from ranker.model.two_stage import IndexCatalogue
 from ranker.preferences import (
     Contribution,
     DecayPolicy,
@@ -40,6 +42,7 @@ from ranker.preferences import (
     rating_signal,
     user_vector,
 )
+from ranker.retrieval import ItemIndex
 from research.baselines import EASE
 from research.registry import BASELINES, MODEL_SPECS
 
@@ -124,7 +127,8 @@ def test_features_standardise_per_user_and_candidates_exclude_history() -> None:
     assert feats.shape == (*train.shape, 5)
     np.testing.assert_allclose(feats[..., SEMANTIC].mean(axis=1), 0.0, atol=1e-4)
     np.testing.assert_allclose(feats[..., COLLAB_PREF].std(axis=1), 1.0, atol=1e-3)
-    cands = candidate_mask(feats, train, 5, 3)
+    model = small().fit(train)
+    cands = model._candidate_mask(UserInputs(model._inputs.preference, train, weights), model.item_side)
     assert not (cands & (train > 0)).any()
     assert (cands.sum(axis=1) >= np.minimum(5, (train == 0).sum(axis=1))).all()
     # Retrieval reads the binary collaborative branch: its 5 best unseen items are all candidates.
@@ -172,7 +176,8 @@ def test_no_fusion_is_the_plain_sum_of_branch_scores() -> None:
     model = small("llmrec-no-fusion").fit(train)
     feats = universe_features(model._batch_inputs(np.arange(3)), model.item_side)
     scores = model.score(np.arange(3))
-    cands = candidate_mask(feats, train[:3], 10, 5)
+    cands = model._candidate_mask(model._batch_inputs(np.arange(3)), model.item_side)
+    assert cands.sum() > 0
     np.testing.assert_allclose(
         scores[cands], (feats[..., COLLAB_PREF] + feats[..., SEMANTIC])[cands], rtol=1e-5
     )
@@ -182,13 +187,14 @@ def test_collaborative_branch_is_ease() -> None:
     train, side = synthetic()
     ease = EASE(reg=5.0).fit(train)
     item_side = ItemSide.fit(train, side.item_vectors, reg=5.0)
-    np.testing.assert_allclose(train @ item_side.ease, ease.score(np.arange(train.shape[0])), atol=1e-4)
+    dense = item_side.neighbours.toarray()
+    np.testing.assert_allclose(train @ dense, ease.score(np.arange(train.shape[0])), atol=1e-4)
 
 
 def test_collaborative_branch_and_ease_baseline_share_one_matrix() -> None:
     train, side = synthetic()
     item_side = ItemSide.fit(train, side.item_vectors, reg=5.0)
-    np.testing.assert_array_equal(item_side.ease, EASE(reg=5.0).fit(train)._item_matrix())
+    np.testing.assert_array_equal(item_side.neighbours.toarray(), EASE(reg=5.0).fit(train)._item_matrix())
 
 
 def test_artifact_round_trip_serves_the_offline_scores(tmp_path: Path) -> None:
@@ -200,6 +206,8 @@ def test_artifact_round_trip_serves_the_offline_scores(tmp_path: Path) -> None:
     assert served is not None and served.version.startswith("llmrec-")
     offline = model.score(np.arange(5))
     strengths = interaction_strengths(train, side.ratings)
+    # The API's catalogue: an item index over the same items, in the same row order.
+    catalogue = IndexCatalogue(ItemIndex.build(item_ids, side.item_vectors), served.universe_ids)
     for u in range(5):
         seen = [
             (item_ids[i], float(strengths[u, i]), float(side.timestamps[u, i]))
@@ -207,7 +215,12 @@ def test_artifact_round_trip_serves_the_offline_scores(tmp_path: Path) -> None:
         ]
         ref = float(np.nanmax(side.timestamps[u]))
         inputs = served.online_inputs(model._inputs.preference[u], seen, ref)
-        np.testing.assert_allclose(served.score(inputs), offline[u], rtol=1e-4, atol=1e-4)
+        ranked = served.rank(inputs, catalogue, train[u] == 0, k=10)
+        rows = ranked.rows[0][:10]
+        # Same items, same order and scores as the evaluation's (dense) scores of that user.
+        expected = np.argsort(-np.where(train[u] > 0, -np.inf, offline[u]), kind="stable")[:10]
+        np.testing.assert_array_equal(rows, expected)
+        np.testing.assert_allclose(ranked.scores[0][:10], offline[u][expected], rtol=1e-4, atol=1e-4)
 
 
 def test_load_current_is_none_without_a_trained_ranker(tmp_path: Path) -> None:
@@ -250,3 +263,97 @@ def test_a_ranker_saved_before_catalogue_ids_is_refused_as_outdated(tmp_path: Pa
     assert is_outdated(folder)
     with pytest.raises(OutdatedRanker, match="train it again"):
         load_current(tmp_path)
+
+
+def test_candidate_features_are_the_universe_features_of_those_items() -> None:
+    train, side = synthetic()
+    model = small().fit(train)
+    inputs = model._batch_inputs(np.arange(4))
+    full = universe_features(inputs, model.item_side)
+    rows = np.array([[3, 0, 7], [1, 2, 29], [5, 5, 6], [9, 8, 4]], dtype=np.int64)
+    picked = candidate_features(
+        inputs, model.item_side, collab_scores(inputs, model.item_side), rows, side.item_vectors[rows]
+    )
+    np.testing.assert_allclose(picked, np.take_along_axis(full, rows[..., None], axis=1), atol=1e-4)
+    # The semantic z-score over the universe, from the vectors' moments, is the explicit one.
+    cosine = inputs.preference @ side.item_vectors.T
+    explicit = (cosine - cosine.mean(axis=1, keepdims=True)) / (cosine.std(axis=1, keepdims=True) + 1e-6)
+    np.testing.assert_allclose(full[..., SEMANTIC], explicit, atol=1e-4)
+
+
+def test_pruned_matrix_keeps_each_columns_strongest_inputs() -> None:
+    train, side = synthetic()
+    dense = ItemSide.fit(train, side.item_vectors, reg=5.0).neighbours.toarray()
+    pruned = ItemSide.fit(train, side.item_vectors, reg=5.0, neighbours=4).neighbours.toarray()
+    assert ((pruned != 0).sum(axis=0) <= 4).all()
+    for j in range(dense.shape[1]):
+        kept = np.flatnonzero(pruned[:, j])
+        np.testing.assert_allclose(pruned[kept, j], dense[kept, j])
+        assert np.abs(dense[kept, j]).min() >= np.sort(np.abs(dense[:, j]))[-4] - 1e-7
+
+
+def test_collaborative_cap_fits_the_most_popular_items_only() -> None:
+    train, side = synthetic()
+    counts = train.sum(axis=0)
+    capped = ItemSide.fit(train, side.item_vectors, reg=5.0, max_items=10).neighbours
+    used = np.unique(np.concatenate([capped.nonzero()[0], capped.nonzero()[1]]))
+    assert used.size <= 10 and set(used.tolist()) <= set(np.argsort(-counts, kind="stable")[:10].tolist())
+
+
+def test_an_item_outside_the_universe_is_reached_and_scored_online(tmp_path: Path) -> None:
+    train, side = synthetic()
+    model = small().fit(train)
+    item_ids = list(range(100, 100 + train.shape[1]))
+    save_ranker(model, item_ids, tmp_path, {})
+    served = load_current(tmp_path)
+    assert served is not None
+    # A new catalogue item the ranker never saw, whose text lies on user 0's cluster (items 0, 3, 6 ...).
+    new_vector = side.item_vectors[[0, 3, 6]].mean(axis=0)
+    new_vector /= np.linalg.norm(new_vector)
+    index = ItemIndex.build([*item_ids, 999], np.vstack([side.item_vectors, new_vector]))
+    catalogue = IndexCatalogue(index, served.universe_ids)
+    assert catalogue.to_universe[-1] == -1
+    seen = [(item_ids[i], 1.0, 0.0) for i in np.flatnonzero(train[0])]
+    inputs = served.online_inputs(model._inputs.preference[0], seen, 0.0)
+    allowed = np.append(train[0] == 0, True)
+    ranked = served.rank(inputs, catalogue, allowed, k=10)
+    assert len(index) - 1 in ranked.rows[0].tolist()
+    assert np.isfinite(ranked.scores[0][ranked.rows[0] == len(index) - 1]).all()
+
+
+def test_cold_items_borrow_collaborative_scores_from_their_text_neighbours() -> None:
+    train, _ = synthetic()
+    train[:, 0] = 0.0  # item 0 was never interacted with: cold, though in the universe
+    model = small().fit(train)
+    inputs = model._batch_inputs(np.arange(6))
+    assert not model.item_side.warm[0] and model.item_side.warm[1:].all()
+    feats = universe_features(inputs, model.item_side)
+    plain = universe_features(inputs, model.item_side, impute_cold=False)
+    # Without borrowing, the cold item's collaborative score is 0 for everyone; borrowed, it follows the
+    # users' scores of the items its text resembles (its cluster: items 3, 6, 9, ...).
+    collab = collab_scores(inputs, model.item_side)
+    assert np.allclose(
+        plain[:, 0, COLLAB], (0.0 - collab.binary.mean(1)) / (collab.binary.std(1) + 1e-6), atol=1e-4
+    )
+    cluster = collab.binary[:, 3::3].mean(axis=1)
+    others = collab.binary[:, [i for i in range(1, 30) if i % 3]].mean(axis=1)
+    borrowed = feats[:, 0, COLLAB]
+    assert np.corrcoef(borrowed, cluster - others)[0, 1] > 0.5
+
+
+def test_the_no_lm_ablation_never_reaches_an_item_by_its_text(tmp_path: Path) -> None:
+    train, side = synthetic()
+    item_ids = list(range(100, 100 + train.shape[1]))
+    new_vector = side.item_vectors[[0, 3, 6]].mean(axis=0)
+    index = ItemIndex.build([*item_ids, 999], np.vstack([side.item_vectors, new_vector]))
+    allowed = np.append(train[0] == 0, True)
+    reached = {}
+    for name in ("llmrec", "llmrec-no-lm"):
+        save_ranker(small(name).fit(train), item_ids, tmp_path / name, {})
+        served = load_current(tmp_path / name)
+        assert served is not None
+        seen = [(item_ids[i], 1.0, 0.0) for i in np.flatnonzero(train[0])]
+        inputs = served.online_inputs(served.side.vectors[np.flatnonzero(train[0])].mean(0), seen, 0.0)
+        rows = served.rank(inputs, served.catalogue_of(index), allowed, k=5).rows[0]
+        reached[name] = len(index) - 1 in rows.tolist()
+    assert reached == {"llmrec": True, "llmrec-no-lm": False}

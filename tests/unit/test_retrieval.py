@@ -149,13 +149,13 @@ async def test_concurrent_async_searches_match_sync(
     # Both paths of search_async: inline (2,000 vectors is cheap) and in a worker thread.
     monkeypatch.setattr("ranker.retrieval.INLINE_SEARCH_VECTORS", 0 if offload else INLINE_SEARCH_VECTORS)
     threads: list[int] = []
-    original = index._search_single_threaded
+    original = index.search_single_threaded
 
     def spy(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         threads.append(threading.get_ident())
         return original(queries, k)
 
-    monkeypatch.setattr(index, "_search_single_threaded", spy)
+    monkeypatch.setattr(index, "search_single_threaded", spy)
     queries = random_unit(16, 48, seed=4)
     results = await asyncio.gather(*(index.search_async(q, 5) for q in queries))
     for q, (_, found) in zip(queries, results, strict=True):

@@ -7,8 +7,6 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from grpc_api.errors import InvalidRequest, NotFound, Unavailable
-from grpc_api.models import ScoredItem
 from grpc_api.service import RecommendationService, ServiceConfig, Snapshot, interaction_of
 from llmrec.catalogue import Item
 from llmrec.events.schema import EventType, WatchStatus
@@ -16,8 +14,12 @@ from llmrec.item_ids import item_keys, mal_item_id
 from llmrec.preference_state import PreferenceState
 from llmrec.store.fake import FakeStore
 from llmrec.store.interface import SeenItem, StoredProfile
+from llmrec_client.errors import InvalidRequest, NotFound, Unavailable
+from llmrec_client.models import ScoredItem
 from ranker import fusion
 from ranker.fusion import PROFILE_REASON
+from ranker.model.features import CollabScores
+from ranker.model.two_stage import IndexCatalogue, Ranked
 from ranker.retrieval import ItemIndex
 from tests.synthetic import Interaction, add_user, genre_embeddings
 
@@ -370,8 +372,18 @@ class _ScoresByItemId:
     def online_inputs(self, query: np.ndarray, signals: list[tuple[int, float, float]], ref: float) -> None:
         return None
 
-    def score(self, inputs: None) -> np.ndarray:
-        return self._scores
+    def catalogue_of(self, index: ItemIndex) -> IndexCatalogue:
+        return IndexCatalogue(index, self.universe_ids)
+
+    def rank(self, inputs: None, catalogue: IndexCatalogue, allowed: np.ndarray, k: int) -> Ranked:
+        """Every allowed universe item, by score: the real ranker's contract (rows best first, -1 padded)."""
+        rows = catalogue.from_universe
+        keep = (rows >= 0) & allowed[np.maximum(rows, 0)]
+        order = np.argsort(-self._scores[keep], kind="stable")
+        empty = np.zeros((1, 0), dtype=np.float32)
+        return Ranked(
+            rows[keep][order][None, :], self._scores[keep][order][None, :], CollabScores(empty, empty)
+        )
 
 
 async def test_each_answer_says_which_ranker_ordered_it(store: FakeStore) -> None:

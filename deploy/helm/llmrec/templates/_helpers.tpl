@@ -75,6 +75,22 @@ kafka-ssl-key-password: LLMREC_KAFKA__SSL_KEY_PASSWORD_FILE
 {{- end }}
 {{- end -}}
 
+{{/* A component's extraEnv, after the chart's own variables: include with (dict "extra" .Values.api.extraEnv
+"component" "api"). Entries are Kubernetes EnvVars (name and value, or valueFrom), for what is not a setting
+of llmrec: the OpenTelemetry OTEL_* variables, say. llmrec's settings go in `config` (LLMREC_* variables
+here would escape tools/check_chart.py and could override what the chart must set): they fail the render. */}}
+{{- define "llmrec.extraEnv" -}}
+{{- range .extra -}}
+{{- if not .name -}}
+{{- fail (printf "%s.extraEnv: every entry needs a name" $.component) -}}
+{{- end -}}
+{{- if hasPrefix "LLMREC_" .name -}}
+{{- fail (printf "%s.extraEnv: %s is an llmrec setting: set it in config (llmrec.toml) or the chart's values" $.component .name) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml .extra -}}
+{{- end -}}
+
 {{/* Volumes common to the API and the worker. */}}
 {{- define "llmrec.volumes" -}}
 - name: config

@@ -1,8 +1,8 @@
 """The answers of the recommendation API as plain frozen dataclasses.
 
-``RecommendationService`` returns them and ``RecommenderClient`` decodes responses into them, so the
-demo, the CLI and tests handle the same types whether they call the service in-process or over gRPC.
-This module imports nothing heavy (no FAISS, no gRPC) so the client stays light.
+The server's ``RecommendationService`` (grpc_api.service) returns them and ``RecommenderClient`` decodes
+responses into them, so backend services, the demo, the CLI and tests handle the same types whether they
+call the service in-process or over gRPC. This module imports nothing but the standard library.
 """
 
 from __future__ import annotations

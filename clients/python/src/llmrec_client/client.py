@@ -1,12 +1,13 @@
-"""A small synchronous client for the recommendation API, used by the CLI, the demo and tests.
+"""A small synchronous client for the recommendation API, used by backend services, the CLI, the demo and
+tests.
 
-Answers are the plain dataclasses of ``grpc_api.models``; failures are the domain errors of
-``grpc_api.errors`` (``InvalidRequest``, ``NotFound``, ``Unavailable``, ``DeadlineExceeded``), decoded
+Answers are the plain dataclasses of ``llmrec_client.models``; failures are the domain errors of
+``llmrec_client.errors`` (``InvalidRequest``, ``NotFound``, ``Unavailable``, ``DeadlineExceeded``), decoded
 through the same table the server encodes them with. Every call has a deadline (``timeout_s``).
 UNAVAILABLE (and a server-side CANCELLED) is retried by gRPC itself (every RPC here is a read, so a retry is
 safe).
 
-Against a server with access control (see ``grpc_api.security``): ``token`` is sent as
+Against a server with access control (the server's ``grpc_api.security``): ``token`` is sent as
 ``authorization: Bearer <token>`` on every call; ``tls_ca_file`` (the server's CA, else the system's
 roots) and ``tls_cert_file`` + ``tls_key_file`` (a client certificate, for mTLS) make the channel TLS.
 Without them the client is the plain, insecure client it always was.
@@ -30,12 +31,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpc_api import models
-from grpc_api.errors import DeadlineExceeded, Unavailable
-from grpc_api.status import error_for
-from llmrec.v1 import recommender_pb2, recommender_pb2_grpc
+from llmrec_client import health_check, models
+from llmrec_client.errors import DeadlineExceeded, Unavailable
+from llmrec_client.status import error_for
+from llmrec_client.v1 import recommender_pb2, recommender_pb2_grpc
 
 DEFAULT_TIMEOUT_S = 5.0
 SERVICE_NAME: str = recommender_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name
@@ -168,7 +168,7 @@ class RecommenderClient:
             else grpc.insecure_channel(target, options=options)
         )
         self._stub = recommender_pb2_grpc.RecommenderStub(self._channel)  # type: ignore[no-untyped-call]
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._health_check = health_check.method(self._channel)
         self.timeout_s = timeout_s
 
     def __enter__(self) -> RecommenderClient:
@@ -223,9 +223,9 @@ class RecommenderClient:
     def health(self, service: str = SERVICE_NAME, *, timeout_s: float | None = None) -> str:
         """The server's health status name for ``service`` ("" for the whole server): "SERVING",
         "NOT_SERVING", ... ``Unavailable`` when nothing answers."""
-        response = self._invoke(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout_s)
-        name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-        return name
+        return health_check.status_name(
+            self._invoke(self._health_check, health_check.request(service), timeout_s)
+        )
 
     def wait_until_serving(self, timeout_s: float = 30.0, poll_s: float = 0.1) -> None:
         """Poll health until SERVING; ``DeadlineExceeded`` after ``timeout_s``."""

@@ -1,5 +1,5 @@
 """Domain errors of the recommendation API. Their messages are shown to clients, so they never carry
-internals (no DSN, no SQL, no traceback). ``grpc_api.status`` maps them to gRPC status codes."""
+internals (no DSN, no SQL, no traceback). ``llmrec_client.status`` maps them to gRPC status codes."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from llmrec.v1 import recommender_pb2 as llmrec_dot_v1_dot_recommender__pb2
+from llmrec_client.v1 import recommender_pb2 as llmrec_dot_v1_dot_recommender__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from grpc_api.errors import (
+from llmrec_client.errors import (
     DeadlineExceeded,
     InvalidRequest,
     NotFound,
