@@ -201,7 +201,7 @@ async def test_the_in_memory_fake_reads_back_what_postgresql_does(store: Postgre
     assert await store.seen_items(user, limit=2) == real_seen[:2]
     # The ranker's training read (jobs.train_ranker.train_ranker_from_ledger): the same pairs, paged.
     real_pairs = [p async for page in store.ledger_pairs(page=2) for p in page if p.user_id == user]
-    fake_pairs = [p async for page in fake.ledger_pairs(page=2) for p in page]
+    fake_pairs = [p async for page in fake.ledger_pairs(page=2) for p in page if p.user_id == user]
     assert [(p.item_id, p.event_time, p.rating) for p in fake_pairs] == [
         (p.item_id, p.event_time, p.rating) for p in real_pairs
     ]
