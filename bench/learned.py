@@ -88,10 +88,9 @@ FLOOR_CONCURRENCY = 8
 INSERT_BATCH_USERS = 200
 CHECK_USERS = 100
 FIT_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
-# The learned path's searches (``IndexCatalogue.search``, the warm-item index in ``cold_neighbours``) call
-# ``ItemIndex.search`` from the API's worker threads, not ``_search_single_threaded``: FAISS then runs its
-# default OpenMP team per query, which ``ranker.retrieval`` measured at ~15x the single-threaded cost on 2
-# cores. Serving with this environment shows what a one-thread setting in ``LearnedRanker.rank`` would give.
+# The learned path's searches (``IndexCatalogue.search``, the warm-item index in ``cold_neighbours``) run
+# with one OpenMP thread per request thread (``ItemIndex.search_single_threaded``). This variant serves with
+# OMP_NUM_THREADS=1 for the whole process too, to show whether any other OpenMP user still costs.
 VARIANT_ENV = {"OMP_NUM_THREADS": "1"}
 QUANTISED_NPROBES = (64, 96, 128)
 CODE_FILES = ("ranker/model", "ranker/retrieval.py", "grpc_api/service.py", "jobs/train_ranker.py")
