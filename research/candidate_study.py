@@ -166,6 +166,9 @@ def _swapped_scorer(model: LLMRec, users: np.ndarray) -> Callable[[np.ndarray], 
             original.vectors,
             original.log_popularity,
             original.constants,
+            original.behaviour,
+            original.text_matrix,
+            (original.text_neighbours, original.text_exponent),
         )
         try:
             return model.score(users)

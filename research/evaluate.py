@@ -202,8 +202,14 @@ def split_rankings(
 ) -> list[npt.NDArray[np.int64]]:
     """Each of ``users``' ranking for ``part`` of ``split``: the items it ranks (``known_matrix``), best
     first, equal scores in the split's ``tie_order``."""
-    scorer = split_scorer(model, split, part)
     known = known_matrix(split, part)
+    scorer = split_scorer(model, split, part)
+    if model.ranks_within_allowed and scorer == model.score:
+        # The items of this ranking are what the model may rank, as a filtered request online.
+
+        def scorer(batch: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+            return model.score_within(batch, known[batch] <= 0)
+
     return ranked_lists(scorer, users, known, timing=timing, tie_order=split.tie_order)
 
 

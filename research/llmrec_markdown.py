@@ -150,12 +150,15 @@ MODEL_SECTION = """## The model
 - **Branches**: collaborative = EASE over the binary history (`collab`) and over the weighted history
   (`collab_pref`), EASE's matrix kept sparse with the `neighbours` strongest inputs per item (chosen per
   data set on validation; 0 = dense); semantic = cosine of the preference vector to the item's MiniLM
-  vector (`semantic`) and a learned projection of both into d dimensions (`h = A u * A v`); popularity;
-  user activity. A *cold* item (no interactions) borrows its collaborative scores from its 10 nearest
-  warm items by text.
+  vector (`semantic`) and a learned projection of both into d dimensions (`h = A u * A v`); behaviour =
+  the preference vector through the *behaviour map* `W` (`behaviour`: `(p W) . x`, a bilinear ridge
+  regression fitted in closed form so that a user's text profile predicts the items they consume,
+  `ranker/model/behaviour.py`); popularity; user activity. A *cold* item (no interactions) borrows its
+  collaborative scores from its 10 nearest warm items under the behaviour map (`x_i' W x_j`).
 - **Two stages, the function the API serves** (`ranker/model/two_stage.py`): candidates are the union of
   the `n_collab` best unseen items by the sparse `collab` score, the `n_semantic` best by ANN search with
-  the preference vector, and the `n_cold` best cold items by the same search; the layer re-ranks them
+  the preference vector, and the `n_cold` best cold items by ANN search with the behaviour query `p W`;
+  the layer re-ranks them
   (other items follow in `collab` order). `llmrec-exhaustive` scores every unseen item with the same
   fitted layer: the difference is what the candidate stage loses (reports/two_stage.md). Fusion kinds:
   *late* = learned weighted sum of the branch scores (`w.x + c.sum(h)`), *early* = one MLP over the
@@ -164,14 +167,15 @@ MODEL_SECTION = """## The model
   chose on validation.
 - **Ranking**: pairwise hinge loss, margin 0.5, 4 negatives per positive drawn from the candidate set,
   trained by stacking (20 % of each user's training items held back as positives, branches fitted on the
-  rest, 5 % of the items made cold there so the layer learns text-only items), Adam, L2 on the weights;
-  TPE on the validation part (see Tuning).
+  rest, 35 % of the items made cold there so the layer learns text-only items, each positive on them
+  repeated 6 times and contrasted with other cold candidates; cold items have a late-fusion head of
+  their own), Adam, L2 on the weights; TPE on the validation part (see Tuning).
 - **Ablations** (each with `llmrec`'s tuned parameters, not tuned on their own): `llmrec-no-pref` = uniform
   history weights (no ratings, completion or decay) in the
   profile and the weighted branch; `llmrec-no-lm` = learned item ID embeddings instead of the MiniLM
-  vectors, semantic cosine, text candidates and borrowed scores off; `llmrec-no-fusion` = no fusion layer
-  and no training: the `collab_pref` and `semantic` z-scores added; `llmrec-dense-ease` = EASE's dense
-  matrix (the model before issue 14).
+  vectors, the semantic, behaviour and text-neighbour features, text candidates and borrowed scores off;
+  `llmrec-no-fusion` = no fusion layer and no training: the `collab_pref` and `semantic` z-scores added;
+  `llmrec-dense-ease` = EASE's dense matrix (the model before issue 14).
 """
 
 

@@ -57,6 +57,15 @@ NO_FUSION_SPACE: SearchSpace = {k: SPACE[k] for k in ("n_collab", "n_semantic", 
 DENSE_SPACE: SearchSpace = {k: v for k, v in SPACE.items() if k != "neighbours"}
 
 
+# The collaborative branch is the EASE baseline, with its tuned ``reg``; the text-neighbour branch is the
+# content_knn baseline, with its neighbours and exponent tuned on protocol (e)'s validation part.
+BORROWED = {
+    "reg": "ease",
+    "text_neighbours": "content_knn.neighbours",
+    "text_exponent": "content_knn.exponent",
+}
+
+
 def builder(name: str) -> Callable[[Mapping[str, Any], int], Recommender]:
     def build(params: Mapping[str, Any], seed: int) -> Recommender:
         return LLMRec(config=variant(name, seed, **dict(params)), name=name)
@@ -76,7 +85,7 @@ def model_specs() -> dict[str, ModelSpec]:
             spaces.get(name, SPACE),
             needs_text=True,
             tuned_as=None if name == "llmrec" else "llmrec",
-            borrowed={"reg": "ease"},
+            borrowed=BORROWED,
         )
         for name in VARIANTS
     }

@@ -30,6 +30,8 @@ class ModelSpec:
     tuned_as: str | None = None
     # Parameters taken from another model's tuned entry on the same data set, {parameter: model}: the llmrec
     # model's collaborative branch is EASE, with the EASE baseline's tuned regularisation.
+    # A source ``"model.name"`` takes that model's parameter ``name`` (the llmrec model's text-neighbour
+    # branch is the content_knn baseline's, whose ``neighbours`` are llmrec's ``text_neighbours``).
     borrowed: Mapping[str, str] = field(default_factory=dict)
 
     def accepts(self, param: str) -> bool:

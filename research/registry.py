@@ -180,10 +180,12 @@ MODEL_SPECS.update(model_specs())
 def borrowed_params(tuned: Mapping[str, Any], dataset: str, name: str) -> Params:
     """The parameters model ``name`` takes from other models' tuned entries on ``dataset``."""
     out: Params = {}
-    for param, other in MODEL_SPECS[name].borrowed.items():
+    for param, source in MODEL_SPECS[name].borrowed.items():
+        other, _, their_name = source.partition(".")
+        their_name = their_name or param
         theirs = tuned_params(tuned, dataset, other)
-        if theirs is not None and param in theirs:
-            out[param] = theirs[param]
+        if theirs is not None and their_name in theirs:
+            out[param] = theirs[their_name]
     return out
 
 

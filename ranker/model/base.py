@@ -42,6 +42,11 @@ class Recommender(ABC):
     # validation) as its input, as RecBole feeds a sequential model the validation item when testing; the
     # other models score from what they were fitted on.
     reads_history_at_test: bool = False
+    # Whether the model's ranking depends on which items may be ranked (a two-stage model generates its
+    # candidates among them, as the API does for a filtered request): the evaluator then scores it with
+    # ``score_within`` and the items of the ranking. Scoring every item and dropping the others afterwards
+    # is the same thing for any model that scores each item on its own.
+    ranks_within_allowed: bool = False
 
     def __init__(self) -> None:
         self._n_items: int | None = None
@@ -64,6 +69,11 @@ class Recommender(ABC):
     def score(self, users: IntArray) -> Matrix:
         scores = self._score(np.asarray(users, dtype=np.int64))
         return np.asarray(scores, dtype=np.float32)
+
+    def score_within(self, users: IntArray, allowed: npt.NDArray[np.bool_]) -> Matrix:
+        """Scores of ``users`` when only the items ``allowed`` ([len(users), n_items]) may be ranked; only
+        the allowed items' scores are meaningful. By default ``score``."""
+        return self.score(users)
 
     def score_history(self, history: Matrix, sequences: Sequence[IntArray] | None = None) -> Matrix:
         """Fold-in: scores for users unseen in training, one row of ``history`` (binary, n x items) each;

@@ -13,9 +13,11 @@ maps both into a small joint space, ``h = (A u) * (A v)`` (elementwise, [d]).
 - **none** (the ``llmrec-no-fusion`` ablation): no fusion layer and no training; the collaborative and
   semantic branch scores are added with unit weights, ``s = x[collab_pref] + x[semantic]``.
 
-With ``id_items`` (the ``llmrec-no-lm`` ablation) the semantic vectors are replaced by learned item ID
-embeddings [n_items, d] (no projection; the user side is the history-weighted mean of them, like FISM), and
-the ``semantic`` feature column is zeroed since there is no language-model space to take a cosine in.
+With ``id_items`` the representations also carry learned item ID embeddings [n_items, d] (the user side
+adds the history-weighted mean of them, like FISM; an item with no interactions has none). Without
+``text`` (the ``llmrec-no-lm`` ablation) there is no projection of the language model's vectors and the
+text feature columns (``semantic``, ``behaviour``) are zeroed: ID embeddings and collaborative features
+only, so the ablation differs from ``llmrec`` by the language model alone.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from enum import StrEnum
 import torch
 from torch import nn
 
+from ranker.model.features import COLD as COLD_COLUMN
 from ranker.model.features import COLLAB as COLLAB_COLUMN
 from ranker.model.features import COLLAB_PREF as COLLAB_PREF_COLUMN
 from ranker.model.features import SEMANTIC as SEMANTIC_COLUMN
+from ranker.model.features import TEXT_FEATURES
 
 
 class Fusion(StrEnum):
@@ -47,19 +51,25 @@ class FusionNet(nn.Module):
         dropout: float,
         fusion: Fusion,
         id_items: int | None = None,
+        text: bool = True,
     ) -> None:
         super().__init__()
         self.fusion = fusion
         self.id_items = id_items
+        self.text = text
         if id_items is not None:
             # Row id_items is the padding row for items outside the universe: always zero.
             self.item_ids = nn.Embedding(id_items + 1, d, padding_idx=id_items)
             nn.init.normal_(self.item_ids.weight, std=0.1)
             with torch.no_grad():
                 self.item_ids.weight[id_items].zero_()
-        else:
+        if text:
             self.project = nn.Linear(semantic_dim, d, bias=False)
         self.late = nn.Linear(n_features + 1, 1)
+        # The late path's weights for cold items (``features.COLD`` = 1), added to the warm ones: the best
+        # mix for an item known only by its text (text neighbours, behaviour) is not the one for an item
+        # with interactions (collaborative first), and one linear layer cannot hold both.
+        self.cold_late = nn.Linear(n_features + 1, 1)
         self.early = nn.Sequential(
             nn.Linear(n_features + d, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
         )
@@ -70,6 +80,8 @@ class FusionNet(nn.Module):
             self.late.weight.zero_()
             self.late.weight[0, COLLAB_COLUMN] = 1.0
             self.late.bias.zero_()
+            self.cold_late.weight.zero_()
+            self.cold_late.bias.zero_()
             if fusion is Fusion.HYBRID:
                 last = self.early[-1]
                 assert isinstance(last, nn.Linear)
@@ -77,38 +89,46 @@ class FusionNet(nn.Module):
                 last.bias.zero_()
 
     def user_side(self, preference: torch.Tensor, history_weights: torch.Tensor) -> torch.Tensor:
-        """[b, d]: the projected preference vector, or (no-lm) the weighted mean of learned ID vectors."""
+        """[b, d]: the projected preference vector plus the weighted mean of the history's learned ID
+        vectors (FISM), each where the net has it."""
+        out = torch.zeros(preference.shape[0], self._d(), dtype=preference.dtype)
         if self.id_items is not None:
             ids = self.item_ids.weight[: self.id_items]
             total = history_weights.abs().sum(dim=1, keepdim=True).clamp(min=1e-6)
-            out: torch.Tensor = (history_weights @ ids) / total
-            return out
-        projected: torch.Tensor = self.project(preference)
-        return projected
+            out = out + (history_weights @ ids) / total
+        if self.text:
+            out = out + self.project(preference)
+        return out
 
     def item_side(self, vectors: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """[m, d] for candidates given by semantic vectors and universe rows (-1 = outside)."""
+        """[..., d] for items given by semantic vectors and ID rows (-1: no ID vector, as for an item with
+        no interactions): the projected vector plus the learned ID vector, each where the net has it."""
+        out = torch.zeros(*rows.shape, self._d(), dtype=vectors.dtype)
         if self.id_items is not None:
             safe = torch.where(rows >= 0, rows, torch.full_like(rows, self.id_items))
-            embedded: torch.Tensor = self.item_ids(safe)
-            return embedded
-        projected: torch.Tensor = self.project(vectors)
-        return projected
+            out = out + self.item_ids(safe)
+        if self.text:
+            out = out + self.project(vectors)
+        return out
+
+    def _d(self) -> int:
+        return int(self.item_ids.embedding_dim if self.id_items is not None else self.project.out_features)
 
     def forward(self, features: torch.Tensor, user: torch.Tensor, item: torch.Tensor) -> torch.Tensor:
         """Scores of shape ``features.shape[:-1]``; ``user`` and ``item`` broadcast to ``[..., d]``."""
-        if self.id_items is not None:
+        if not self.text:
             features = features.clone()
-            features[..., SEMANTIC_COLUMN] = 0.0
+            features[..., list(TEXT_FEATURES)] = 0.0
         if self.fusion is Fusion.NONE:
             return features[..., COLLAB_PREF_COLUMN] + features[..., SEMANTIC_COLUMN]
         h = user * item
         late_in = torch.cat([features, h.sum(dim=-1, keepdim=True)], dim=-1)
+        late: torch.Tensor = self.late(late_in) + features[..., COLD_COLUMN, None] * self.cold_late(late_in)
+        late = late.squeeze(-1)
         if self.fusion is Fusion.LATE:
-            late: torch.Tensor = self.late(late_in).squeeze(-1)
             return late
         early: torch.Tensor = self.early(torch.cat([features, h], dim=-1)).squeeze(-1)
         if self.fusion is Fusion.EARLY:
             return early
-        hybrid: torch.Tensor = early + self.late(late_in).squeeze(-1)
+        hybrid: torch.Tensor = early + late
         return hybrid

@@ -1,15 +1,17 @@
 """``LLMRec``: the paper's model on our data, behind the evaluation harness's ``Recommender`` contract.
 
 Three parts (see each module): the user preference module (``profiles``), the branch features over a
-collaborative (EASE) and a semantic (language-model item vectors) branch (``features``), and the fusion
-layer trained with the pairwise hinge loss (``network``, ``training``).
+collaborative (EASE) and a semantic (language-model item vectors, and the same vectors aligned with
+co-consumption by the behaviour map, ``behaviour``) branch (``features``), and the fusion layer trained with
+the pairwise hinge loss (``network``, ``training``).
 
 Variants (the harness registers them for ``llmrec eval --models`` in ``research.llmrec_specs``):
 
 - ``llmrec``: hybrid fusion, dynamic preference profiles, MiniLM item vectors;
 - ``llmrec-no-pref``: the preference module replaced by uniform weights (every history item 1: no
   ratings, no completion, no decay), both in the profile vector and in the weighted collaborative row;
-- ``llmrec-no-lm``: no language-model vectors: learned item ID embeddings instead, semantic cosine off;
+- ``llmrec-no-lm``: no language-model vectors: learned item ID embeddings instead, the text features
+  (semantic cosine, behaviour score), text candidates and text-borrowed scores off;
 - ``llmrec-no-fusion``: no fusion layer and no training: collaborative + semantic branch scores added;
 - ``llmrec-dense-ease``: the collaborative branch on EASE's dense matrix (the model before it was pruned);
 - ``llmrec-exhaustive``: llmrec's trained layer scoring every unseen item (no candidate stage).
@@ -29,6 +31,8 @@ from ranker.interactions import IntArray
 from ranker.model.base import Recommender
 from ranker.model.features import (
     N_FEATURES,
+    TEXT_EXPONENT,
+    TEXT_NEIGHBOURS,
     ItemSide,
     UserInputs,
     collab_scores,
@@ -78,11 +82,19 @@ class LLMRecConfig:
     dropout: float = 0.1
     n_collab: int = 50  # candidates retrieved by the collaborative branch
     n_semantic: int = 10  # ... and by the semantic branch
-    n_cold: int = 20  # ... and by the semantic branch among cold items (``two_stage.Generators``)
+    n_cold: int = 20  # ... and by the behaviour query among cold items (``two_stage.Generators``)
+    n_text: int = 20  # ... and by the content k-NN score
     # Entries kept per column of EASE's matrix (0: dense, the ablation), and the most interacted-with
     # items it is fitted on (0: all; the inverse is cubic in that count): ``features.collaborative_matrix``.
     neighbours: int = 50
     collab_items: int = 10_000
+    # Learned item ID embeddings beside the text projection (``network``); the no-lm ablation keeps them.
+    item_ids: bool = False
+    # Ridge strength of the behaviour map (``behaviour.fit_behaviour_map``; relative, so scale-free).
+    behaviour_reg: float = 3e-6
+    # The content k-NN branch (``features.text_knn_matrix``): warm text neighbours per item and exponent.
+    text_neighbours: int = TEXT_NEIGHBOURS
+    text_exponent: float = TEXT_EXPONENT
     # Ablation: the trained layer scores every unseen item, no candidate stage (training is unchanged), to
     # measure what the candidate stage loses.
     exhaustive: bool = False
@@ -91,7 +103,7 @@ class LLMRecConfig:
 
     def generators(self) -> Generators:
         """The candidate generators; the no-lm ablation has no text-based one."""
-        return Generators(self.n_collab, self.n_semantic, self.n_cold, text=self.use_lm)
+        return Generators(self.n_collab, self.n_semantic, self.n_cold, self.n_text, text=self.use_lm)
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -121,6 +133,7 @@ VARIANTS: dict[str, LLMRecConfig] = {
 
 class LLMRec(Recommender):
     name = "llmrec"
+    ranks_within_allowed = True
 
     def __init__(
         self,
@@ -159,16 +172,7 @@ class LLMRec(Recommender):
     # -- fitting --------------------------------------------------------------------------------------------
 
     def _new_net(self, n_items: int) -> FusionNet:
-        c = self.config
-        return FusionNet(
-            N_FEATURES,
-            self.side_info.dim,
-            c.d,
-            c.hidden,
-            c.dropout,
-            c.fusion,
-            id_items=None if c.use_lm else n_items,
-        )
+        return new_net(self.config, self.side_info.dim, n_items)
 
     @property
     def side_info(self) -> SideInformation:
@@ -196,8 +200,20 @@ class LLMRec(Recommender):
 
     def _item_side(self, train: FloatMatrix) -> ItemSide:
         vectors, c = self.side_info.item_vectors, self.config
-        key = ("item_side", fingerprint(train, vectors), c.reg, c.neighbours, c.collab_items)
-        return memo(key, lambda: ItemSide.fit(train, vectors, c.reg, c.neighbours, c.collab_items))
+        text = (c.text_neighbours, c.text_exponent)
+        key = (
+            "item_side",
+            fingerprint(train, vectors),
+            c.reg,
+            c.neighbours,
+            c.collab_items,
+            c.behaviour_reg,
+            text,
+        )
+        return memo(
+            key,
+            lambda: ItemSide.fit(train, vectors, c.reg, c.neighbours, c.collab_items, c.behaviour_reg, *text),
+        )
 
     def _catalogue(self) -> UniverseCatalogue:
         vectors = self.side_info.item_vectors
@@ -227,6 +243,9 @@ class LLMRec(Recommender):
             c.reg,
             c.neighbours,
             c.collab_items,
+            c.behaviour_reg,
+            c.text_neighbours,
+            c.text_exponent,
             c.profile,
             c.seed,
             c.training.holdout_share,
@@ -241,7 +260,12 @@ class LLMRec(Recommender):
         held, inputs, features = stacking.held, stacking.inputs, stacking.features
         candidates = self._candidate_mask(inputs, stacking.side)
         pos_users, pos_items = np.nonzero((held > 0) & candidates)
+        if c.training.cold_repeats > 1:
+            cold = np.flatnonzero(~stacking.side.warm[pos_items])
+            extra = np.repeat(cold, c.training.cold_repeats - 1)
+            pos_users, pos_items = np.r_[pos_users, pos_users[extra]], np.r_[pos_items, pos_items[extra]]
         negatives = sample_negatives(candidates, train, pos_users.astype(np.int64), c.training, rng)
+        self._cold_negatives(candidates, train, stacking.side, pos_users, pos_items, negatives, rng)
         self.losses = train_pairwise(
             self.net,
             features,
@@ -252,8 +276,30 @@ class LLMRec(Recommender):
             negatives,
             c.training,
             c.seed,
+            id_rows(stacking.side),
             progress=self.progress,
         )
+
+    def _cold_negatives(
+        self,
+        candidates: npt.NDArray[np.bool_],
+        train: FloatMatrix,
+        side: ItemSide,
+        pos_users: npt.NDArray[np.int64],
+        pos_items: npt.NDArray[np.int64],
+        negatives: IntArray,
+        rng: np.random.Generator,
+    ) -> None:
+        """Positives on cold items (no collaborative column in the base) are contrasted with other cold
+        candidates, in place: with negatives drawn from every candidate they would only teach where cold
+        items stand against warm ones, never which cold item comes first."""
+        cold_pool = candidates & ~side.warm[None, :]
+        has_other = (cold_pool & (train <= 0)).sum(axis=1) > 0
+        chosen = np.flatnonzero(~side.warm[pos_items] & has_other[pos_users])
+        if chosen.size:
+            negatives[chosen] = sample_negatives(
+                cold_pool, train, pos_users[chosen].astype(np.int64), self.config.training, rng
+            )
 
     # -- scoring --------------------------------------------------------------------------------------------
 
@@ -278,17 +324,25 @@ class LLMRec(Recommender):
             mask[start + users[flat >= 0], flat[flat >= 0]] = True
         return mask
 
-    def score_inputs(self, inputs: UserInputs) -> FloatMatrix:
-        """Scores of every universe item for a batch of users: [b, n_items] (``score_universe``)."""
-        return score_universe(self.net, self.item_side, self.config, inputs, self._catalogue())
+    def score_inputs(self, inputs: UserInputs, allowed: npt.NDArray[np.bool_] | None = None) -> FloatMatrix:
+        """Scores of every universe item for a batch of users: [b, n_items] (``score_universe``), the
+        candidates generated among ``allowed`` items (default: the unseen ones)."""
+        return score_universe(self.net, self.item_side, self.config, inputs, self._catalogue(), allowed)
 
     def _score(self, users: IntArray) -> FloatMatrix:
+        return self._score_batches(users, None)
+
+    def score_within(self, users: IntArray, allowed: npt.NDArray[np.bool_]) -> FloatMatrix:
+        return self._score_batches(np.asarray(users, dtype=np.int64), allowed)
+
+    def _score_batches(self, users: IntArray, allowed: npt.NDArray[np.bool_] | None) -> FloatMatrix:
         out = np.empty((users.size, self.item_side.n_items), dtype=np.float32)
         # Scoring every item gathers [batch, n_items, dim] vectors: a few users at a time.
         step = 4 if self.config.exhaustive else SCORE_BATCH
         for start in range(0, users.size, step):
             batch = users[start : start + step]
-            out[start : start + batch.size] = self.score_inputs(self._batch_inputs(batch))
+            part = None if allowed is None else allowed[start : start + batch.size]
+            out[start : start + batch.size] = self.score_inputs(self._batch_inputs(batch), part)
         return out
 
     def _score_history(self, history: FloatMatrix, sequences: Sequence[IntArray] | None) -> FloatMatrix:
@@ -309,14 +363,41 @@ class LLMRec(Recommender):
         return self._inputs.take(users)
 
 
+def new_net(config: LLMRecConfig, dim: int, n_items: int) -> FusionNet:
+    """An untrained fusion layer for ``config`` over ``n_items`` universe items with ``dim``-d vectors."""
+    c = config
+    return FusionNet(
+        N_FEATURES,
+        dim,
+        c.d,
+        c.hidden,
+        c.dropout,
+        c.fusion,
+        id_items=n_items if c.item_ids or not c.use_lm else None,
+        text=c.use_lm,
+    )
+
+
+def id_rows(side: ItemSide) -> IntArray:
+    """[n_universe] each item's ID-embedding row: itself, or -1 for an item with no collaborative column
+    (no interactions to learn an ID vector from: its text speaks for it)."""
+    return np.where(side.warm, np.arange(side.n_items), -1).astype(np.int64)
+
+
 def score_universe(
-    net: FusionNet, side: ItemSide, config: LLMRecConfig, inputs: UserInputs, catalogue: CatalogueView
+    net: FusionNet,
+    side: ItemSide,
+    config: LLMRecConfig,
+    inputs: UserInputs,
+    catalogue: CatalogueView,
+    allowed: npt.NDArray[np.bool_] | None = None,
 ) -> FloatMatrix:
     """The served function (``two_stage.rank_candidates``) as the harness's dense score matrix
     [b, n_items]: each candidate gets its fused score; every other unseen item ``OUTSIDE + collab``, i.e.
     after all candidates in the collaborative branch's order (``features.fallback_scores``: a cold item's
     borrowed from its text neighbours); online every answer is a candidate (``LearnedRanker.rank``)."""
-    allowed = inputs.history_binary <= 0
+    unseen = inputs.history_binary <= 0
+    allowed = unseen if allowed is None else allowed & unseen
     # Exhaustive (the ablation): every allowed item is a collaborative candidate.
     generators = config.generators().at_least(side.n_items) if config.exhaustive else config.generators()
     ranked = rank_candidates(net, side, inputs, catalogue, allowed, generators)

@@ -4,7 +4,8 @@ Layout (``settings.ranker_dir``)::
 
     <version>/meta.json            config, features, decay, what it was trained on, embedding source
     <version>/weights.pt           the fusion layer (torch state_dict, loaded with weights_only=True)
-    <version>/item_side.npz        pruned EASE matrix (CSR parts), item vectors, log popularity, constants
+    <version>/item_side.npz        pruned EASE matrix (CSR parts), item vectors, log popularity, constants,
+                                   behaviour map, content k-NN matrix (CSR parts)
     <version>/universe_ids.npy     the raw item id of each universe row (the items it was trained on)
     CURRENT                        the version the API loads at start-up (replaced atomically)
 
@@ -46,7 +47,7 @@ from llmrec.artifacts import (
 from ranker.model.features import FEATURES, ItemSide, UserInputs
 from ranker.model.network import FusionNet
 from ranker.model.profiles import ProfileKind
-from ranker.model.recommender import LLMRec, LLMRecConfig
+from ranker.model.recommender import LLMRec, LLMRecConfig, new_net
 from ranker.model.two_stage import CatalogueView, IndexCatalogue, Ranked, rank_candidates
 from ranker.preferences import DecayPolicy
 from ranker.retrieval import ItemIndex
@@ -154,6 +155,11 @@ def save_ranker(model: LLMRec, universe_ids: Sequence[int], root: Path, trained_
         vectors=side.vectors,
         log_popularity=side.log_popularity,
         constants=np.array(side.constants, np.float64),
+        behaviour=side.behaviour,
+        text_data=side.text_matrix.data,
+        text_indices=side.text_matrix.indices,
+        text_indptr=side.text_matrix.indptr,
+        text_knn=np.array([side.text_neighbours, side.text_exponent], np.float64),
     )
     np.save(folder / RANKER_UNIVERSE_FILE, np.asarray(universe_ids, dtype=np.int64), allow_pickle=False)
     meta = {
@@ -179,9 +185,10 @@ def save_ranker(model: LLMRec, universe_ids: Sequence[int], root: Path, trained_
 UNIVERSE_IDS = "item-keys"
 
 
-# The saved model's format: the two-stage ranker with a sparse collaborative matrix. Rankers saved before it
-# hold a dense EASE matrix and were trained on features standardised differently.
-RANKER_FORMAT = "two-stage-1"
+# The saved model's format: the two-stage ranker with a sparse collaborative matrix and the behaviour map.
+# Rankers saved before it lack the map and its feature (two-stage-1), or hold a dense EASE matrix and were
+# trained on features standardised differently.
+RANKER_FORMAT = "two-stage-2"
 
 
 class OutdatedRanker(ValueError):
@@ -218,18 +225,16 @@ def load_ranker(folder: Path) -> LearnedRanker:
             shape=(n, n),
         )
         side = ItemSide.assemble(
-            neighbours, vectors, stored["log_popularity"], (pop_mean, pop_std, act_mean, act_std)
+            neighbours,
+            vectors,
+            stored["log_popularity"],
+            (pop_mean, pop_std, act_mean, act_std),
+            stored["behaviour"],
+            sp.csr_matrix((stored["text_data"], stored["text_indices"], stored["text_indptr"]), shape=(n, n)),
+            (int(stored["text_knn"][0]), float(stored["text_knn"][1])),
         )
     universe = np.load(folder / RANKER_UNIVERSE_FILE, allow_pickle=False).astype(np.int64)
-    net = FusionNet(
-        len(FEATURES),
-        side.vectors.shape[1],
-        config.d,
-        config.hidden,
-        config.dropout,
-        config.fusion,
-        id_items=None if config.use_lm else len(universe),
-    )
+    net = new_net(config, side.vectors.shape[1], len(universe))
     net.load_state_dict(torch.load(folder / RANKER_WEIGHTS_FILE, weights_only=True))
     return LearnedRanker(meta["version"], config, net, side, universe, meta)
 

@@ -3,11 +3,14 @@
 1. **Candidates** (``select_candidates``), from generators that never score the whole catalogue:
    - collaborative: the ``n_collab`` best allowed items by the user's sparse EASE score over the model's
      universe (``features.collab_scores``: a sum of pruned columns, only items the history reaches score);
+   - text neighbours: the ``n_text`` best allowed universe items by the content k-NN score (items whose
+     nearest warm items by text the user consumed: the sequel of a watched title, cold or not);
    - semantic: the ``n_semantic`` best allowed items of an ANN search of the catalogue with the user's
      preference vector. The catalogue is wider than the universe: items the ranker was not trained on
      (new in the catalogue, or never interacted with) are reached here;
-   - cold: the same search kept to *cold* items (no collaborative column), so a few of them are always
-     weighed against the warm ones: the only way text-only items can reach a user.
+   - cold: a search kept to *cold* items (no collaborative column) with the user's behaviour query (the
+     preference vector through the behaviour map, ``behaviour``: what users of this taste consume), so a
+     few of them are always weighed against the warm ones: the only way text-only items reach a user.
 2. **Re-scoring** (``score_candidates``): the fusion layer over the candidates' features
    (``features.candidate_features``, standardised against the whole universe so an item's features do
    not depend on the other candidates).
@@ -29,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from ranker.model.behaviour import behaviour_queries
 from ranker.model.features import CollabScores, ItemSide, UserInputs, candidate_features, collab_scores
 from ranker.model.network import FusionNet
 from ranker.retrieval import ItemIndex, choose_kind
@@ -122,7 +126,8 @@ class Generators:
 
     n_collab: int  # best allowed items by the sparse collaborative score (the history's reach)
     n_semantic: int  # best allowed items by ANN search with the preference vector
-    n_cold: int  # ... among the cold items only (no collaborative column: new, never interacted with)
+    n_cold: int  # ... with the behaviour query, among the cold items only (no collaborative column)
+    n_text: int = 0  # best allowed universe items by the content k-NN score (``features.text_knn_matrix``)
     text: bool = True  # False (the no-lm ablation): no text-based generator, no text-borrowed scores
 
     def at_least(self, k: int) -> Generators:
@@ -224,14 +229,16 @@ def select_candidates(
         by_collab[row, found.size : found.size + fill.size] = fill
     by_collab = np.where(by_collab >= 0, catalogue.from_universe[np.maximum(by_collab, 0)], PAD)
     lists = [by_collab]
+    if generators.text and generators.n_text > 0:
+        by_text = _top_allowed(collab.text, allowed_universe & (collab.text > 0), generators.n_text)
+        lists.append(np.where(by_text >= 0, catalogue.from_universe[np.maximum(by_text, 0)], PAD))
     if generators.text:
         lists.append(_semantic_candidates(catalogue, users.preference, allowed, generators.n_semantic))
         if generators.n_cold > 0:
             cold = catalogue.cold_rows(side.warm)
+            queries = behaviour_queries(users.preference, side.behaviour)
             lists.append(
-                _semantic_candidates(
-                    catalogue, users.preference, allowed & cold, generators.n_cold, COLD_SEARCH_DEPTH
-                )
+                _semantic_candidates(catalogue, queries, allowed & cold, generators.n_cold, COLD_SEARCH_DEPTH)
             )
     out = np.full((users.size, sum(c.shape[1] for c in lists)), PAD, dtype=np.int64)
     for row in range(users.size):
@@ -261,7 +268,9 @@ def score_candidates(
     vectors = np.where(present[..., None], catalogue.vectors[safe], 0.0).astype(np.float32)
     features = candidate_features(users, side, collab, universe_rows, vectors, impute_cold=text)
     user = net.user_side(torch.from_numpy(users.preference), torch.from_numpy(users.history_weights))
-    item = net.item_side(torch.from_numpy(vectors), torch.from_numpy(universe_rows))
+    # An item with no collaborative column has no ID vector either (``recommender.id_rows``).
+    with_id = np.where(universe_rows >= 0, side.warm[np.maximum(universe_rows, 0)], False)
+    item = net.item_side(torch.from_numpy(vectors), torch.from_numpy(np.where(with_id, universe_rows, PAD)))
     fused = net(torch.from_numpy(features), user[:, None, :], item).numpy()
     scores: FloatMatrix = np.where(present, fused, -np.inf).astype(np.float32)
     return scores

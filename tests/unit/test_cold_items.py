@@ -137,6 +137,34 @@ def test_users_without_a_held_out_cold_interaction_are_skipped() -> None:
 # --- the two rankings -------------------------------------------------------------------------------------
 
 
+class _RecordsAllowed(Popularity):
+    """Popularity that ranks within what it is allowed to rank, and records what that was."""
+
+    ranks_within_allowed = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.allowed: list[np.ndarray] = []
+
+    def score_within(self, users: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        self.allowed.append(allowed.copy())
+        return self.score(users)
+
+
+def test_a_model_that_ranks_within_the_allowed_items_is_told_the_cold_only_pool() -> None:
+    data = taste_data()
+    split = cold_item_split(data, seed=4)
+    _, only = views(split)
+    model = _RecordsAllowed().fit(split.train_matrix())
+    users = np.array(sorted(split.relevant(Part.TEST)), dtype=np.int64)
+    split_rankings(model, only, Part.TEST, users)
+    allowed = np.vstack(model.allowed)
+    known = data.matrix(split.known_rows(Part.TEST))[users] > 0
+    pool = np.zeros(data.n_items, dtype=bool)
+    pool[held_out_items(split, Part.TEST)] = True
+    np.testing.assert_array_equal(allowed, pool[None, :] & ~known)
+
+
 def test_cold_only_ranking_ranks_only_the_test_cold_items() -> None:
     data = taste_data()
     split = cold_item_split(data, seed=4)

@@ -12,9 +12,13 @@ import pytest
 
 from llmrec.preference_state import PreferenceState
 from ranker.model.features import (
+    BEHAVIOUR,
+    COLD,
     COLLAB,
     COLLAB_PREF,
+    N_FEATURES,
     SEMANTIC,
+    TEXT_KNN,
     ItemSide,
     UserInputs,
     candidate_features,
@@ -29,7 +33,7 @@ from ranker.model.profiles import (
     interaction_strengths,
     preference_vectors,
 )
-from ranker.model.recommender import VARIANTS, LLMRec, variant
+from ranker.model.recommender import OUTSIDE, VARIANTS, LLMRec, variant
 from ranker.model.serving import OutdatedRanker, is_outdated, load_current, save_ranker
 from ranker.model.side_info import SideInformation
 from ranker.model.training import TrainingConfig, hold_back, sample_negatives
@@ -124,8 +128,9 @@ def test_features_standardise_per_user_and_candidates_exclude_history() -> None:
     feats = universe_features(
         UserInputs(preference_vectors(weights, side.item_vectors), train, weights), item_side
     )
-    assert feats.shape == (*train.shape, 5)
+    assert feats.shape == (*train.shape, N_FEATURES)
     np.testing.assert_allclose(feats[..., SEMANTIC].mean(axis=1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(feats[..., BEHAVIOUR].mean(axis=1), 0.0, atol=1e-4)
     np.testing.assert_allclose(feats[..., COLLAB_PREF].std(axis=1), 1.0, atol=1e-3)
     model = small().fit(train)
     cands = model._candidate_mask(UserInputs(model._inputs.preference, train, weights), model.item_side)
@@ -357,3 +362,64 @@ def test_the_no_lm_ablation_never_reaches_an_item_by_its_text(tmp_path: Path) ->
         rows = served.rank(inputs, served.catalogue_of(index), allowed, k=5).rows[0]
         reached[name] = len(index) - 1 in rows.tolist()
     assert reached == {"llmrec": True, "llmrec-no-lm": False}
+
+
+def test_text_neighbour_matrix_keeps_each_items_nearest_warm_items_sharpened() -> None:
+    train, side = synthetic()
+    train[:, 0] = 0.0  # cold: never a neighbour, but has neighbours
+    item_side = ItemSide.fit(train, side.item_vectors, reg=5.0, text_neighbours=4, text_exponent=3.0)
+    matrix = item_side.text_matrix.toarray()
+    cosine = side.item_vectors @ side.item_vectors.T
+    assert ((matrix != 0).sum(axis=0) <= 4).all() and not matrix[0].any() and not np.diag(matrix).any()
+    for j in (0, 5, 17):
+        warm = [i for i in np.argsort(-cosine[:, j], kind="stable") if i != j and item_side.warm[i]][:4]
+        expected = np.maximum(cosine[warm, j], 0.0) ** 3.0
+        np.testing.assert_allclose(matrix[warm, j], expected, rtol=1e-4)
+
+
+def test_an_item_outside_the_universe_gets_the_text_neighbour_score_it_would_have_inside() -> None:
+    train, side = synthetic()
+    train[:, 0] = 0.0
+    model = small().fit(train)
+    inputs = model._batch_inputs(np.arange(6))
+    collab = collab_scores(inputs, model.item_side)
+    vectors = side.item_vectors[[0]]
+    inside = candidate_features(inputs, model.item_side, collab, np.array([[0]]), vectors)
+    outside = candidate_features(inputs, model.item_side, collab, np.array([[-1]]), vectors)
+    np.testing.assert_allclose(outside[..., TEXT_KNN], inside[..., TEXT_KNN], atol=1e-5)
+    assert (inside[..., TEXT_KNN] != inside[..., TEXT_KNN][0]).any()  # it differs between users
+    assert (outside[..., COLD] == 1.0).all() and (inside[..., COLD] == 1.0).all()
+
+
+def test_a_filtered_ranking_generates_its_candidates_among_the_allowed_items() -> None:
+    train, _ = synthetic()
+    model = small(n_collab=3, n_semantic=0, n_cold=0, n_text=0).fit(train)
+    users = np.arange(4)
+    pool = np.zeros((users.size, train.shape[1]), dtype=bool)
+    pool[:, [2, 11, 25]] = True
+    allowed = pool & (train[users] == 0)
+    within = model.score_within(users, allowed)
+    everything = model.score(users)
+    # Every allowed item is a candidate of the filtered request (a fused score, not the fallback's).
+    assert (within[allowed] > OUTSIDE / 2).all()
+    assert (everything[allowed] < OUTSIDE / 2).any()
+
+
+def test_the_text_neighbour_branch_takes_the_content_knn_baselines_tuned_values() -> None:
+    from research.registry import resolved_params
+
+    entry = {"params": {"d": 16}, "validation": 0.3}
+    tuned = {
+        "datasets": {
+            "set": {
+                "llmrec": entry,
+                "ease": {"params": {"reg": 120.0}},
+                "content_knn": {"params": {"neighbours": 12, "exponent": 7.5}},
+            }
+        }
+    }
+    params = resolved_params(tuned, "set", "llmrec-no-pref")
+    assert params is not None
+    assert (params["reg"], params["text_neighbours"], params["text_exponent"]) == (120.0, 12, 7.5)
+    config = variant("llmrec-no-pref", 1, **params)
+    assert (config.text_neighbours, config.text_exponent) == (12, 7.5)

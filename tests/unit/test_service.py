@@ -382,7 +382,7 @@ class _ScoresByItemId:
         order = np.argsort(-self._scores[keep], kind="stable")
         empty = np.zeros((1, 0), dtype=np.float32)
         return Ranked(
-            rows[keep][order][None, :], self._scores[keep][order][None, :], CollabScores(empty, empty)
+            rows[keep][order][None, :], self._scores[keep][order][None, :], CollabScores(empty, empty, empty)
         )
 
 
