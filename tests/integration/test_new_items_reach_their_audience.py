@@ -177,12 +177,18 @@ def running(settings_factory: Callable[..., Settings], triton_settings: TritonSe
         stack.down(settings, quiet=True)
 
 
+def new_id(item: Item, run: str) -> str:
+    """The held-out title's catalogue id in this run. Not its MAL id: the catalogue table is shared with the
+    other integration tests, whose indexes hold the sample's MAL ids with vectors of their own."""
+    return f"{run}:{item.external_id}"
+
+
 def arrival(item: Item, run: str, when: datetime) -> UpsertItemEvent:
-    """A held-out title as the MAL importer publishes it, with the marker category added."""
+    """A held-out title as the MAL importer publishes it, under this run's id, with the marker category."""
     fields = mal_item(item)
     return UpsertItemEvent(
         event_id=f"{run}-{fields['id']}",
-        item_id=fields["id"],
+        item_id=new_id(item, run),
         event_time=when,
         title=fields["title"],
         text=fields.get("text"),
@@ -286,7 +292,7 @@ def hit_rates(running: Setup) -> HitRates:
             got = [item.item_id for item in answer.items]
             assert len(got) == K and all(MARKER in item.genres for item in answer.items), got
             consumed = {
-                setup.titles[data.item_ids[i]].external_id
+                new_id(setup.titles[data.item_ids[i]], run)
                 for i in np.flatnonzero(full[u])
                 if data.item_ids[i] in setup.held_out
             }
@@ -295,7 +301,7 @@ def hit_rates(running: Setup) -> HitRates:
 
     vectors = asyncio.run(stored_vectors(settings, [event.item_id for event in arrivals]))
     baseline_hits = content_baseline_hits(
-        setup, {setup.titles[key].key: vectors[setup.titles[key].external_id] for key in setup.held_out}
+        setup, {setup.titles[key].key: vectors[new_id(setup.titles[key], run)] for key in setup.held_out}
     )
     asked = len(setup.users)
     rates = HitRates(
